@@ -1,0 +1,436 @@
+"""TOML → validated, frozen config.  Every error names its key path and file.
+
+The key names here are the user-facing contract (see config.example.toml):
+add keys freely, never rename one.  Unknown keys are errors everywhere, so a
+misspelled cap can never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"  # safe in tags, Droplet names, EC2 tokens
+
+
+class ConfigError(Exception):
+    """Raised with every problem found, each line `file: key.path: message`."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        return (Path(base) / value).resolve()
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- sections
+
+
+class FleetSection(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    database_url: str = "sqlite:///fleet.db"
+    tick_seconds: PositiveFloat = 15.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: no HTTP endpoint
+    lease_seconds: PositiveFloat = 60.0  # leader lease when several replicas share a database
+
+    @field_validator("database_url")
+    @classmethod
+    def _relative_sqlite(cls, url: str, info: ValidationInfo) -> str:
+        prefix = "sqlite:///"
+        base = (info.context or {}).get("base_dir")
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and base is not None:
+            rest = url[len(prefix):]
+            if rest and rest != ":memory:":
+                return prefix + str((Path(base) / rest).resolve())
+        return url
+
+
+class BudgetSection(Strict):
+    max_hourly_usd: PositiveFloat | None = None
+
+
+class SimulatedProviderConfig(Strict):
+    quota_machines: int | None = Field(default=None, ge=0)
+    capacity_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 0
+    prices: dict[str, PositiveFloat] = Field(default_factory=dict)  # size → $/h, over the built-in table
+
+
+class DigitalOceanProviderConfig(Strict):
+    token_env: str = "DIGITALOCEAN_TOKEN"
+    api_url: str = "https://api.digitalocean.com"
+    timeout_s: PositiveFloat = 30.0
+    capacity_miss_ttl_s: NonNegFloat = 300.0
+
+
+class AwsProviderConfig(Strict):
+    region: str
+    endpoint_url: str | None = None
+    capacity_miss_ttl_s: NonNegFloat = 300.0
+
+
+class ProvidersSection(Strict):
+    simulated: SimulatedProviderConfig | None = None
+    digitalocean: DigitalOceanProviderConfig | None = None
+    aws: AwsProviderConfig | None = None
+
+    def configured(self) -> list[str]:
+        return [name for name in ("simulated", "digitalocean", "aws") if getattr(self, name) is not None]
+
+
+# ---------------------------------------------------------------- signal sources
+
+
+class StaticSource(Strict):
+    type: Literal["static"]
+    value: Annotated[float, Field(allow_inf_nan=False)]
+
+
+class FileSource(Strict):
+    type: Literal["file"]
+    path: ConfigPath
+    key: str
+
+
+class PrometheusSource(Strict):
+    type: Literal["prometheus"]
+    url: str
+    query: str | None = None
+    preset: (
+        Literal[
+            "dcgm_gpu_utilization",
+            "dcgm_memory_used_fraction",
+            "vllm_queue",
+            "vllm_kv_cache",
+            "triton_queue",
+            "tgi_queue",
+        ]
+        | None
+    ) = None
+    selector: dict[str, str] = Field(default_factory=dict)  # label matchers for presets
+    token_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_age_s: PositiveFloat = 120.0
+    timeout_s: PositiveFloat = 5.0
+
+    @model_validator(mode="after")
+    def _query_or_preset(self) -> PrometheusSource:
+        if (self.query is None) == (self.preset is None):
+            raise ValueError("give exactly one of `query` or `preset`")
+        return self
+
+
+class RedisSource(Strict):
+    type: Literal["redis"]
+    url: str = "redis://127.0.0.1:6379/0"
+    key: str
+    mode: Literal["auto", "list", "stream", "group"] = "auto"
+    group: str | None = None  # consumer group, for mode "group"
+    password_env: str | None = None
+    timeout_s: PositiveFloat = 2.0
+
+
+class RabbitMQSource(Strict):
+    type: Literal["rabbitmq"]
+    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    queue: str
+    include_unacked: bool = False
+    management_url: str | None = None  # read over the management HTTP API instead of AMQP
+    password_env: str | None = None
+    timeout_s: PositiveFloat = 3.0
+
+
+class SqsSource(Strict):
+    type: Literal["sqs"]
+    queue_url: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    include_in_flight: bool = True
+    timeout_s: PositiveFloat = 5.0
+
+
+class HttpJsonSource(Strict):
+    type: Literal["http_json"]
+    url: str
+    path: str  # dotted path to the number, e.g. "queues.imagegen.depth"
+    headers: dict[str, str] = Field(default_factory=dict)
+    token_env: str | None = None
+    timeout_s: PositiveFloat = 5.0
+
+
+SourceConfig = Annotated[
+    StaticSource | FileSource | PrometheusSource | RedisSource | RabbitMQSource | SqsSource | HttpJsonSource,
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------- signals
+
+
+class QueueDepthSignal(Strict):
+    """Waiting + running work items; one machine per `target_per_machine`."""
+
+    kind: Literal["queue_depth"]
+    name: str | None = None
+    target_per_machine: PositiveFloat
+    source: SourceConfig
+    in_flight_source: SourceConfig | None = None  # added to `source` when waiting and running are apart
+
+
+class GpuUtilizationSignal(Strict):
+    """0..1 over the pool's ready machines; HPA's ceil(ready * value / target)."""
+
+    kind: Literal["gpu_utilization"]
+    name: str | None = None
+    target: Annotated[float, Field(gt=0, le=1)]
+    source: SourceConfig
+
+
+class BacklogSecondsSignal(Strict):
+    """Queue depth × GPU seconds per item, drained within `drain_seconds`."""
+
+    kind: Literal["backlog_seconds"]
+    name: str | None = None
+    seconds_per_item: PositiveFloat
+    drain_seconds: PositiveFloat
+    source: SourceConfig
+    in_flight_source: SourceConfig | None = None
+
+
+class MemoryPressureSignal(Strict):
+    """GPU memory used fraction (0..1); scale out while above `target`."""
+
+    kind: Literal["memory_pressure"]
+    name: str | None = None
+    target: Annotated[float, Field(gt=0, le=1)]
+    source: SourceConfig
+
+
+SignalConfig = Annotated[
+    QueueDepthSignal | GpuUtilizationSignal | BacklogSecondsSignal | MemoryPressureSignal,
+    Field(discriminator="kind"),
+]
+
+
+# ---------------------------------------------------------------- pools
+
+
+class SimulationSettings(Strict):
+    """Only `fleet simulate` reads these: how trace tokens become GPU seconds."""
+
+    t0_s: NonNegFloat = 0.05
+    prefill_tps: PositiveFloat = 8000.0
+    decode_tps: PositiveFloat = 60.0
+    signal_lag_s: NonNegFloat = 0.0
+    boot_jitter_s: NonNegFloat = 0.0  # boot time drawn from boot_seconds ± jitter
+
+
+DO_KEYS = ("image", "ssh_keys", "user_data_file", "vpc_uuid")
+AWS_KEYS = ("subnets", "launch_template", "security_groups", "key_name", "capacity", "spot_fallback",
+            "iam_instance_profile")
+
+
+class PoolConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    provider: str
+    size: tuple[str, ...]
+    region: tuple[str, ...] = ()
+    price_hourly_usd: PositiveFloat | dict[str, PositiveFloat] | None = None
+    min: int = Field(default=0, ge=0)
+    max: int = Field(ge=0)
+    max_hourly_usd: PositiveFloat | None = None
+    boot_seconds: PositiveFloat = 180.0
+    max_boot_seconds: PositiveFloat = 900.0
+    scale_up_cooldown_s: NonNegFloat = 30.0
+    scale_down_cooldown_s: NonNegFloat = 300.0
+    scale_down_stabilization_s: NonNegFloat = 300.0
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    max_step_up: int = Field(default=4, ge=1)  # at most max(max_step_up, current × step %) up per tick
+    max_step_up_percent: NonNegFloat = 100.0
+    destroy_timeout_s: PositiveFloat = 600.0
+    # Latency-aware policy (issue 6): when set, the pool is sized to start work within this budget.
+    latency_budget_s: PositiveFloat | None = None
+    slots_per_machine: int = Field(default=1, ge=1)
+    signals: tuple[SignalConfig, ...] = ()
+    simulation: SimulationSettings = SimulationSettings()
+    # DigitalOcean
+    image: str | None = None
+    ssh_keys: tuple[str, ...] = ()
+    user_data_file: ConfigPath | None = None
+    vpc_uuid: str | None = None
+    # AWS
+    subnets: tuple[str, ...] = ()
+    launch_template: str | None = None
+    security_groups: tuple[str, ...] = ()
+    key_name: str | None = None
+    capacity: Literal["on-demand", "spot"] = "on-demand"
+    spot_fallback: Literal["on-demand", "none"] = "none"
+    iam_instance_profile: str | None = None
+
+    @field_validator("size", "region", "ssh_keys", "subnets", "security_groups", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("size")
+    @classmethod
+    def _some_size(cls, sizes: tuple[str, ...]) -> tuple[str, ...]:
+        if not sizes:
+            raise ValueError("give at least one size")
+        return sizes
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolConfig:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        if self.max_boot_seconds < self.boot_seconds:
+            raise ValueError(f"max_boot_seconds ({self.max_boot_seconds}) must be >= boot_seconds "
+                             f"({self.boot_seconds})")
+        if isinstance(self.price_hourly_usd, dict):
+            unknown = sorted(set(self.price_hourly_usd) - set(self.size))
+            if unknown:
+                raise ValueError(f"price_hourly_usd names sizes not in `size`: {', '.join(unknown)}")
+        foreign = {"digitalocean": AWS_KEYS, "aws": ("ssh_keys", "vpc_uuid")}.get(self.provider, ())
+        for key in foreign:
+            if getattr(self, key) not in (None, (), "on-demand", "none"):
+                raise ValueError(f"`{key}` does not apply to provider {self.provider!r}")
+        return self
+
+    def price_override(self, size: str) -> float | None:
+        if isinstance(self.price_hourly_usd, dict):
+            return self.price_hourly_usd.get(size)
+        return self.price_hourly_usd
+
+
+class Config(Strict):
+    fleet: FleetSection
+    budget: BudgetSection = BudgetSection()
+    providers: ProvidersSection = ProvidersSection()
+    pools: tuple[PoolConfig, ...] = ()
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        names = [p.name for p in self.pools]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"pool names must be unique: {', '.join(dupes)}")
+        for pool in self.pools:
+            if getattr(self.providers, pool.provider, None) is None:
+                raise ValueError(
+                    f"pools[{names.index(pool.name)}].provider: {pool.provider!r} is not configured "
+                    f"under [providers] (configured: {', '.join(self.providers.configured()) or 'none'})"
+                )
+        return self
+
+    def pool(self, name: str) -> PoolConfig:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _loc_to_path(loc: tuple[Any, ...], data: Any) -> str:
+    """('pools', 1, 'signals', 0, 'queue_depth', 'target_per_machine') → pools[1].signals[0].target_per_machine.
+
+    Pydantic puts union tags (discriminator values, type names) into the location;
+    walk the real data so only keys the user wrote appear.
+    """
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list | tuple) and part < len(node) else None
+        elif isinstance(node, dict) and part in node:
+            out += ("." if out else "") + str(part)
+            node = node[part]
+        elif isinstance(node, dict) or node is None:
+            # a union tag (skip) or a missing required key (keep)
+            if node is None or re.match(r"^(function-|tagged-union|[a-z]+\[)", str(part)) or part in (
+                "str", "float", "int", "dict[str,float]", "tuple[str, ...]",
+            ) or _is_tag(part, node):
+                continue
+            out += ("." if out else "") + str(part)
+        else:
+            continue
+    return out or "(top level)"
+
+
+def _is_tag(part: Any, node: dict) -> bool:
+    return part in (node.get("kind"), node.get("type"))
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = err["msg"]
+    msg = re.sub(r"^Value error, ", "", msg)
+    if err["type"] == "extra_forbidden":
+        return "unknown key (check its spelling)"
+    if err["type"] == "greater_than":
+        return f"must be > {err['ctx']['gt']}"
+    if err["type"] == "greater_than_equal":
+        return f"must be >= {err['ctx']['ge']}"
+    return msg[:1].lower() + msg[1:]
+
+
+def parse_config(data: dict[str, Any], source: Path | str = "<config>", base_dir: Path | None = None) -> Config:
+    try:
+        cfg = Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = _loc_to_path(tuple(err["loc"]), data)
+            problems.append(f"{source}: {path}: {_message(err)}")
+        raise ConfigError(sorted(set(problems), key=problems.index)) from None
+    return cfg.model_copy(update={"source_path": Path(source) if not isinstance(source, Path) else source})
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    return parse_config(data, source=path, base_dir=path.resolve().parent)
+
+
+def is_finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)

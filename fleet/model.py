@@ -1,0 +1,181 @@
+"""The plain values that flow through a tick: Signals, Fleet, History, Plan.
+
+They are frozen dataclasses with no behaviour beyond small derived views, so the
+policy can be tested with literals and the simulator can build them cheaply.
+Times are float seconds since the epoch (or since trace start, in simulation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class MachineState(StrEnum):
+    """A machine's life (DESIGN.md).  Legal moves live in fleet/store/states.py."""
+
+    PLANNED = "planned"
+    REQUESTED = "requested"
+    BOOTING = "booting"
+    READY = "ready"
+    DRAINING = "draining"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+
+
+LIVE_STATES = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY, MachineState.DRAINING})
+BILLED_STATES = frozenset(LIVE_STATES | {MachineState.TERMINATING})
+
+
+@dataclass(frozen=True)
+class SignalReading:
+    """One signal's value this tick.  `value is None` means missing, never zero."""
+
+    name: str
+    kind: str
+    value: float | None
+    source: str  # human description, e.g. "redis list jobs@127.0.0.1:6379"
+    age_s: float | None = None
+    error: str | None = None  # why it is missing
+
+    @property
+    def missing(self) -> bool:
+        return self.value is None
+
+
+@dataclass(frozen=True)
+class Machine:
+    id: str
+    pool: str
+    state: MachineState
+    size: str
+    region: str
+    price_hourly_usd: float
+    created_at: float
+    ready_at: float | None = None
+    work_left: float = 0.0  # items or seconds of work on it; scale-down removes the least busy
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """What the controller observed of one pool this tick."""
+
+    name: str
+    machines: tuple[Machine, ...] = ()
+    listing_error: str | None = None  # the provider listing failed: hold the pool
+    headroom: int | None = None  # machines the quota still admits; None = unknown
+    headroom_note: str = ""
+    launch_price_hourly_usd: float | None = None  # price of the next machine this pool would launch
+    provider_blocked: str | None = None  # e.g. an auth error: do not act on this provider
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for m in self.machines if m.state is MachineState.READY)
+
+    @property
+    def booting(self) -> int:
+        return sum(1 for m in self.machines if m.state in (MachineState.REQUESTED, MachineState.BOOTING))
+
+    @property
+    def capacity(self) -> int:
+        """Machines that serve or will serve: ready + booting (draining ones are on their way out)."""
+        return self.ready + self.booting
+
+    @property
+    def burn_usd_per_hour(self) -> float:
+        return sum(m.price_hourly_usd for m in self.machines if m.state in BILLED_STATES)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    pools: Mapping[str, PoolView]
+
+    @property
+    def burn_usd_per_hour(self) -> float:
+        return sum(p.burn_usd_per_hour for p in self.pools.values())
+
+
+@dataclass(frozen=True)
+class PoolHistory:
+    """What the database remembers of a pool, for cooldowns and stabilization."""
+
+    last_scale_up_at: float | None = None
+    last_scale_down_at: float | None = None
+    # (time, recommendation) of recent decisions, oldest first, for the stabilization window
+    recommendations: tuple[tuple[float, int], ...] = ()
+    # (time, demand) samples for the latency-aware policy (busy + queued work, in machines)
+    demand: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class History:
+    pools: Mapping[str, PoolHistory] = field(default_factory=dict)
+
+    def of(self, pool: str) -> PoolHistory:
+        return self.pools.get(pool, PoolHistory())
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a number changed.  `code` is stable (metrics, tests); `message` is for people."""
+
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class CreateAction:
+    pool: str
+    count: int
+    size: str
+    region: str
+    price_hourly_usd: float
+    action: str = "create"
+
+
+@dataclass(frozen=True)
+class DestroyAction:
+    pool: str
+    machine_ids: tuple[str, ...]
+    action: str = "destroy"
+
+
+Action = CreateAction | DestroyAction
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    pool: str
+    provider: str
+    ready: int
+    booting: int
+    current: int
+    recommendation: int  # the raw number the signals asked for
+    desired: int  # after every rule and cap
+    actions: tuple[Action, ...] = ()
+    reasons: tuple[Reason, ...] = ()
+    signals: tuple[SignalReading, ...] = ()
+    held: bool = False  # nothing may change this tick (listing failed, provider blocked)
+
+    @property
+    def delta(self) -> int:
+        return self.desired - self.current
+
+
+@dataclass(frozen=True)
+class Plan:
+    at: float
+    pools: tuple[PoolPlan, ...]
+    burn_now_usd_per_hour: float
+    burn_planned_usd_per_hour: float
+
+    def pool(self, name: str) -> PoolPlan:
+        for p in self.pools:
+            if p.pool == name:
+                return p
+        raise KeyError(name)

@@ -1,0 +1,34 @@
+"""`file`: a number at a key of a JSON object, re-read every tick.
+
+A missing file, bad JSON, a missing key or a non-number is a missing signal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+from fleet.config import FileSource
+from fleet.signals.base import SourceReading
+
+
+def read(cfg: FileSource) -> SourceReading:
+    where = f"file {cfg.path} key {cfg.key!r}"
+    try:
+        text = cfg.path.read_text(encoding="utf-8")
+        age_s = max(0.0, time.time() - cfg.path.stat().st_mtime)
+    except OSError as exc:
+        return SourceReading.missing(where, f"cannot read {cfg.path}: {exc.strerror or exc}")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return SourceReading.missing(where, f"{cfg.path} is not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return SourceReading.missing(where, f"{cfg.path} must hold a JSON object, not {type(data).__name__}")
+    if cfg.key not in data:
+        return SourceReading.missing(where, f"key {cfg.key!r} not in {cfg.path}")
+    value = data[cfg.key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return SourceReading.missing(where, f"{cfg.path} key {cfg.key!r} is not a finite number: {value!r}")
+    return SourceReading(value=float(value), source=where, age_s=age_s)

@@ -1,0 +1,189 @@
+"""The provider contract: what every cloud adapter offers the controller.
+
+An adapter owns one cloud SDK and translates between it and these plain values.
+It never imports `fleet`; it classifies every SDK error once, into the taxonomy
+below, so the controller and the policy never see an SDK exception.
+
+Contract (checked by tests/provider_contract.py against every adapter):
+
+- `list_instances(fleet)` returns every live machine tagged `fleet:<fleet>`
+  (all pages), never a partial view: when the listing cannot be completed it
+  raises a `ProviderError`, and the caller holds the pool.  Machines that are
+  fully gone (terminated, deleted) are not returned.
+- `create(spec)` launches up to `spec.count` machines of the first size/region
+  candidate that has capacity, tagged with fleet, pool and `spec.token`.  It
+  returns what was really launched (which may be fewer than asked).  The token
+  makes it idempotent: machines carrying it are found by `list_instances`
+  (`ProviderInstance.token`), so a controller that crashed after the call adopts
+  them instead of creating again.  Capacity misses move to the next candidate;
+  only when no candidate could launch anything does it raise.
+- `destroy(ids)` asks for each id to be destroyed.  An id that is already gone
+  counts as destroyed.  It returns the ids it could not destroy this time, with
+  the reason, so one bad id never blocks the others.
+- `headroom(target)` says how many more machines of this pool the account's
+  quota admits, or `None` with a note when the quota cannot be known.
+- `price(size, region)` is the on-demand hourly USD price, or `None`.
+- `billing` is the provider's billing rule; the ledger uses it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+FLEET_TAG = "fleet"
+POOL_TAG = "pool"
+TOKEN_TAG = "fleet-token"
+
+
+class InstanceStatus(StrEnum):
+    """A machine's state as the cloud reports it, mapped by the adapter."""
+
+    BOOTING = "booting"  # requested, pending, DO "new"
+    READY = "ready"  # running, DO "active"
+    STOPPED = "stopped"  # powered off: still billed (DO "off"/"archive", EC2 stopped)
+    TERMINATING = "terminating"  # shutting-down / stopping
+
+
+@dataclass(frozen=True)
+class ProviderInstance:
+    """One machine as the provider lists it."""
+
+    id: str
+    pool: str
+    size: str
+    region: str
+    status: InstanceStatus
+    created_at: datetime | None = None
+    token: str | None = None  # the idempotency token of the action that created it
+    name: str = ""
+    spot: bool = False
+    price_hourly_usd: float | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PoolTarget:
+    """Where and what a pool launches: everything an adapter needs but the count."""
+
+    fleet: str
+    pool: str
+    sizes: tuple[str, ...]
+    regions: tuple[str, ...] = ()
+    # Adapter-specific launch settings (image, ssh_keys, user_data, subnets,
+    # launch_template, capacity, spot_fallback, vpc_uuid, ...), already validated.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    target: PoolTarget
+    count: int
+    token: str  # deterministic per action: EC2 ClientToken, Droplet name prefix
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"LaunchSpec.count must be >= 1, got {self.count}")
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    instances: tuple[ProviderInstance, ...]
+    size: str | None = None
+    region: str | None = None
+    # Why the adapter moved past a candidate ("g6e.xlarge in subnet-a: capacity").
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Headroom:
+    machines: int | None  # None: unknown, the pool's own max applies
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class BillingRule:
+    """Per-second billing with a minimum charge, as DigitalOcean and EC2 bill."""
+
+    min_seconds: float = 60.0
+
+    def billable_seconds(self, lifetime_s: float) -> float:
+        return max(self.min_seconds, math.ceil(max(0.0, lifetime_s)))
+
+    def cost(self, lifetime_s: float, price_hourly_usd: float) -> float:
+        return self.billable_seconds(lifetime_s) * price_hourly_usd / 3600.0
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ProviderError(Exception):
+    """Base of the taxonomy; `kind` is the label used in metrics and reasons."""
+
+    kind = "provider"
+
+
+class CapacityError(ProviderError):
+    """No capacity for this size/region now: try the next candidate."""
+
+    kind = "capacity"
+
+
+class QuotaExceeded(ProviderError):
+    """The account's quota forbids more machines."""
+
+    kind = "quota"
+
+
+class RateLimited(ProviderError):
+    """The provider asked us to slow down; `retry_after_s` is how long to wait."""
+
+    kind = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TransientError(ProviderError):
+    """5xx, timeouts, refused connections: safe to retry reads later."""
+
+    kind = "transient"
+
+
+class AuthError(ProviderError):
+    """Bad or missing credentials: stop acting on this provider."""
+
+    kind = "auth"
+
+
+class InvalidRequest(ProviderError):
+    """The request itself is wrong (bad image, bad size): a config problem."""
+
+    kind = "invalid"
+
+
+@dataclass(frozen=True)
+class DestroyFailure:
+    id: str
+    error: ProviderError
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+    billing: BillingRule
+
+    def list_instances(self, fleet: str) -> list[ProviderInstance]: ...
+
+    def create(self, spec: LaunchSpec) -> LaunchResult: ...
+
+    def destroy(self, ids: Sequence[str]) -> list[DestroyFailure]: ...
+
+    def headroom(self, target: PoolTarget) -> Headroom: ...
+
+    def price(self, size: str, region: str | None = None) -> float | None: ...
