@@ -161,6 +161,7 @@ class PoolPlan:
     reasons: tuple[Reason, ...] = ()
     signals: tuple[SignalReading, ...] = ()
     held: bool = False  # nothing may change this tick (listing failed, provider blocked)
+    demand_sample: float | None = None  # stored with the decision; fed back as PoolHistory.demand
 
     @property
     def delta(self) -> int:

@@ -1,0 +1,57 @@
+"""From one signal reading to a machine count (target tracking).
+
+Each function answers "how many machines does this signal ask for", or None
+when the signal has no opinion this tick (e.g. utilization with no ready
+machine to measure).  A missing reading is handled by the caller: it can
+never produce a number, least of all zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fleet.config import (
+    BacklogSecondsSignal,
+    GpuUtilizationSignal,
+    MemoryPressureSignal,
+    QueueDepthSignal,
+    SignalConfig,
+)
+from fleet.model import SignalReading
+
+# ceil() of a value that is an exact multiple but carries float noise (12/4 = 3.0000000000000004)
+_EPS = 1e-9
+
+
+def _ceil(x: float) -> int:
+    return max(0, math.ceil(x - _EPS))
+
+
+def recommend(signal: SignalConfig, reading: SignalReading, ready: int) -> int | None:
+    value = reading.value
+    assert value is not None, "missing readings never reach recommend()"
+    if isinstance(signal, QueueDepthSignal):
+        return _ceil(max(0.0, value) / signal.target_per_machine)
+    if isinstance(signal, BacklogSecondsSignal):
+        return _ceil(max(0.0, value) * signal.seconds_per_item / signal.drain_seconds)
+    if isinstance(signal, GpuUtilizationSignal):
+        if ready == 0:
+            return None  # nothing ready to measure: no opinion (HPA ignores unready pods)
+        return _ceil(ready * max(0.0, value) / signal.target)
+    if isinstance(signal, MemoryPressureSignal):
+        # Inference servers preallocate GPU memory (vLLM takes 90%), so low memory use
+        # is no evidence of idle capacity: this signal only ever pushes up.
+        if ready == 0 or value <= signal.target:
+            return 0
+        return max(ready + 1, _ceil(ready * value / signal.target))
+    raise TypeError(f"unknown signal kind {signal.kind!r}")
+
+
+def describe(signal: SignalConfig) -> str:
+    if isinstance(signal, QueueDepthSignal):
+        return f"queue {{v:g}} / {signal.target_per_machine:g} per machine"
+    if isinstance(signal, BacklogSecondsSignal):
+        return f"backlog {{v:g}} items x {signal.seconds_per_item:g}s / drain {signal.drain_seconds:g}s"
+    if isinstance(signal, GpuUtilizationSignal):
+        return f"gpu utilization {{v:.2f}} vs target {signal.target:g}"
+    return f"gpu memory {{v:.2f}} vs target {signal.target:g}"
