@@ -146,6 +146,11 @@ class PrometheusSource(Strict):
     def _query_or_preset(self) -> PrometheusSource:
         if (self.query is None) == (self.preset is None):
             raise ValueError("give exactly one of `query` or `preset`")
+        if self.query is not None and self.selector:
+            raise ValueError("`selector` applies to presets only; put the label matchers in `query`")
+        bad = [name for name in self.selector if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name)]
+        if bad:
+            raise ValueError(f"selector label names must match [a-zA-Z_][a-zA-Z0-9_]*: {', '.join(bad)}")
         return self
 
 
@@ -158,6 +163,12 @@ class RedisSource(Strict):
     password_env: str | None = None
     timeout_s: PositiveFloat = 2.0
 
+    @model_validator(mode="after")
+    def _group_with_mode(self) -> RedisSource:
+        if (self.mode == "group") != (self.group is not None):
+            raise ValueError('`group` is required with mode = "group" and only valid with it')
+        return self
+
 
 class RabbitMQSource(Strict):
     type: Literal["rabbitmq"]
@@ -167,6 +178,13 @@ class RabbitMQSource(Strict):
     management_url: str | None = None  # read over the management HTTP API instead of AMQP
     password_env: str | None = None
     timeout_s: PositiveFloat = 3.0
+
+    @model_validator(mode="after")
+    def _unacked_needs_management(self) -> RabbitMQSource:
+        if self.include_unacked and self.management_url is None:
+            # a passive queue.declare over AMQP reports only the ready count
+            raise ValueError("`include_unacked` needs `management_url` (AMQP cannot count unacked messages)")
+        return self
 
 
 class SqsSource(Strict):

@@ -26,7 +26,7 @@ class MachineState(StrEnum):
 
 
 LIVE_STATES = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY, MachineState.DRAINING})
-BILLED_STATES = frozenset(LIVE_STATES | {MachineState.TERMINATING})
+BILLED_STATES = frozenset(LIVE_STATES | {MachineState.TERMINATING, MachineState.FAILED})  # FAILED: stopped, still billed
 
 
 @dataclass(frozen=True)

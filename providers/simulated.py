@@ -192,7 +192,7 @@ class SimulatedCloud:
         self._load()
         count = self._headroom_count()
         if count is None:
-            return Headroom(None, "simulated cloud has no quota")
+            return Headroom(None)  # no quota configured: nothing to report
         return Headroom(count, f"simulated quota {self._quota} machines")
 
     def price(self, size: str, region: str | None = None) -> float | None:

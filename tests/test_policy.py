@@ -156,7 +156,7 @@ def test_machine_stuck_booting_is_replaced():
     plan = plan_for(cfg, v, [reading(4)])
     kinds = {type(a) for a in plan.actions}
     assert kinds == {CreateAction, DestroyAction}
-    assert any(r.code == "boot_timeout" for r in plan.reasons)
+    assert any(r.code == "replace" for r in plan.reasons)
 
 
 def test_decide_is_deterministic_and_pure():

@@ -94,6 +94,8 @@ def decide_pool(
     # Machines that never became ready are replaced: they do not count as capacity.
     stuck = tuple(m for m in view.machines
                   if m.state in _NOT_READY and now - m.created_at > pool.max_boot_seconds)
+    # Machines the provider reports stopped or broken: not serving, still billed.
+    stuck += tuple(m for m in view.machines if m.state is MachineState.FAILED)
     stuck_ids = {m.id for m in stuck}
     live = tuple(m for m in view.machines if m.id not in stuck_ids
                  and m.state in (*_NOT_READY, MachineState.READY))
@@ -107,8 +109,8 @@ def decide_pool(
         return PoolPlan(recommendation=current, desired=current, held=True,
                         reasons=(Reason("held", f"holding: {why}"),), **base)
     if stuck:
-        reasons.append(Reason("boot_timeout", f"{len(stuck)} machine(s) not ready after "
-                                              f"max_boot_seconds={pool.max_boot_seconds:g}: replacing"))
+        reasons.append(Reason("replace", f"replacing {len(stuck)} machine(s) that failed or were not ready "
+                                         f"after max_boot_seconds={pool.max_boot_seconds:g}"))
 
     demand_sample: float | None = None
     if pool.latency_budget_s is not None:

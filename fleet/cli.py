@@ -1,0 +1,264 @@
+"""The `fleet` command.  Nothing imports this module."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from fleet.cloud import WiringError, build_providers, launch_price
+from fleet.config import Config, ConfigError, load_config
+from fleet.controller import Controller, plan_json, pool_plan_json
+from fleet.model import MachineState
+from fleet.store.db import SchemaOutOfDate, make_engine, upgrade
+from fleet.store.repo import Store, month_start, to_ts
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Keep GPU VM fleets sized to their work, under cooldowns, quotas and budget caps.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic).")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to the TOML config.")]
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("FLEET_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _config(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error[/red] {problem}", highlight=False, markup=True)
+        raise typer.Exit(1) from None
+
+
+def _controller(cfg: Config) -> Controller:
+    try:
+        return Controller(cfg)
+    except WiringError as exc:
+        err.print(f"error: {cfg.source_path}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    except SchemaOutOfDate as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        err.print(f"error: cannot open the database {cfg.fleet.database_url.split('@')[-1]}: "
+                  f"{type(exc).__name__}: {str(exc).splitlines()[0]}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def check(config: ConfigOpt) -> None:
+    """Validate a config: exit 0, or 1 with every error (key path and file)."""
+    cfg = _config(config)
+    problems = []
+    try:
+        providers = build_providers(cfg, clock=lambda: 0.0)
+    except WiringError as exc:
+        problems.append(str(exc))
+        providers = {}
+    if cfg.budget.max_hourly_usd is not None or any(p.max_hourly_usd for p in cfg.pools):
+        for i, pool in enumerate(cfg.pools):
+            provider = providers.get(pool.provider)
+            if provider is not None and pool.provider != "digitalocean" and launch_price(pool, provider) is None:
+                problems.append(f"pools[{i}].price_hourly_usd: no price known for {', '.join(pool.size)} "
+                                "and a budget cap is set: give price_hourly_usd")
+    if problems:
+        for problem in problems:
+            err.print(f"error {config}: {problem}", highlight=False, markup=False)
+        raise typer.Exit(1)
+    out.print(f"{config}: ok ({len(cfg.pools)} pool(s): {', '.join(p.name for p in cfg.pools) or 'none'})",
+              highlight=False)
+
+
+@app.command()
+def plan(config: ConfigOpt, output: Annotated[Output, typer.Option("--output", "-o")] = Output.table) -> None:
+    """One dry-run tick: observe and decide, change nothing."""
+    _setup_logging()
+    cfg = _config(config)
+    result = _controller(cfg).tick(dry_run=True)
+    if output is Output.json:
+        out.print_json(json.dumps(plan_json(result)))
+        return
+    _print_plan(result)
+
+
+def _print_plan(result) -> None:
+    table = Table(title="fleet plan" + (" (dry run: nothing changed)" if result.dry_run else ""))
+    for col in ("pool", "provider", "ready", "booting", "desired", "actions"):
+        table.add_column(col, overflow="fold")
+    details = []
+    for p in result.plan.pools:
+        j = pool_plan_json(p, result.notes.get(p.pool))
+        acts = "; ".join(f"create {a['count']} x {a['size']}" if a["action"] == "create"
+                         else f"destroy {', '.join(a['machines'])}" for a in j["actions"]) or "-"
+        table.add_row(p.pool, p.provider, str(p.ready), str(p.booting),
+                      str(p.desired) + (" (held)" if p.held else ""), acts)
+        details.append(f"[bold]{p.pool}[/bold]")
+        for s in j["signals"]:
+            value = f"{s['value']:g}" if s["value"] is not None else f"MISSING ({s['error']})"
+            age = f", age {s['age_s']:.0f}s" if s["age_s"] is not None else ""
+            details.append(f"  signal {s['name']} = {value}  [dim]{s['source']}{age}[/dim]")
+        for reason in j["reasons"] or ["steady"]:
+            details.append(f"  reason {reason}")
+    out.print(table)
+    for line in details:
+        out.print(line, highlight=False, soft_wrap=True)
+    b = result.plan
+    out.print(f"burn: ${b.burn_now_usd_per_hour:.2f}/h now, ${b.burn_planned_usd_per_hour:.2f}/h planned",
+              highlight=False)
+
+
+@app.command()
+def run(config: ConfigOpt, once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False
+        ) -> None:
+    """The long-lived service (or one tick with --once)."""
+    _setup_logging()
+    cfg = _config(config)
+    controller = _controller(cfg)
+    if once:
+        try:
+            result = controller.tick()
+        except SQLAlchemyError as exc:
+            err.print(f"error: the tick could not run: database: {str(exc).splitlines()[0]}", markup=False)
+            raise typer.Exit(2) from None
+        _print_plan(result)
+        return
+    from fleet.service import Service
+
+    Service(controller).run()
+
+
+@app.command()
+def status(config: ConfigOpt, output: Annotated[Output, typer.Option("--output", "-o")] = Output.table) -> None:
+    """Pools, machines by state, burn rate, month-to-date spend (from the database)."""
+    cfg = _config(config)
+    store = _store(cfg)
+    import time
+
+    now = time.time()
+    machines = store.unfinished_machines()
+    spend = {k: float(v) for k, v in store.spend_since(month_start(now)).items()}
+    pools = []
+    names = [p.name for p in cfg.pools] + sorted({m.pool for m in machines} - {p.name for p in cfg.pools})
+    for name in names:
+        mine = [m for m in machines if m.pool == name]
+        by_state: dict[str, int] = {}
+        for m in mine:
+            by_state[m.state.value] = by_state.get(m.state.value, 0) + 1
+        pools.append({
+            "pool": name, "configured": name in {p.name for p in cfg.pools}, "machines": by_state,
+            "burn_usd_per_hour": round(sum(m.price_hourly_usd for m in mine if m.state is not
+                                           MachineState.TERMINATED), 6),
+            "spend_month_to_date_usd": round(spend.get(name, 0.0), 6),
+            "machine_list": [{"id": m.provider_id, "state": m.state.value, "size": m.size, "region": m.region,
+                              "price_hourly_usd": m.price_hourly_usd} for m in mine],
+        })
+    doc = {"fleet": cfg.fleet.name, "pools": pools,
+           "burn_usd_per_hour": round(sum(p["burn_usd_per_hour"] for p in pools), 6),
+           "spend_month_to_date_usd": round(sum(spend.values()), 6)}
+    if output is Output.json:
+        out.print_json(json.dumps(doc))
+        return
+    table = Table(title=f"fleet {cfg.fleet.name}")
+    for col in ("pool", "machines", "burn $/h", "spend MTD $"):
+        table.add_column(col)
+    for p in pools:
+        states = ", ".join(f"{k} {v}" for k, v in sorted(p["machines"].items())) or "none"
+        table.add_row(p["pool"] + ("" if p["configured"] else " (not in config)"), states,
+                      f"{p['burn_usd_per_hour']:.2f}", f"{p['spend_month_to_date_usd']:.2f}")
+    out.print(table)
+    out.print(f"burn ${doc['burn_usd_per_hour']:.2f}/h, month to date ${doc['spend_month_to_date_usd']:.2f}",
+              highlight=False)
+
+
+@app.command()
+def history(config: ConfigOpt, pool: Annotated[str | None, typer.Option("--pool")] = None,
+            limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+            output: Annotated[Output, typer.Option("--output", "-o")] = Output.table) -> None:
+    """Recent decisions with their reasons."""
+    cfg = _config(config)
+    rows = _store(cfg).recent_decisions(pool, limit)
+    docs = [{"at": _iso(r["at"]), "pool": r["pool"], "current": r["current"], "desired": r["desired"],
+             "held": r["held"], "reasons": [x["message"] for x in r["reasons"]], "actions": r["actions"]}
+            for r in rows]
+    if output is Output.json:
+        out.print_json(json.dumps(docs))
+        return
+    table = Table(title="recent decisions")
+    for col in ("at", "pool", "from", "to", "reasons"):
+        table.add_column(col, overflow="fold")
+    for d in docs:
+        table.add_row(d["at"], d["pool"], str(d["current"]), str(d["desired"]) + (" (held)" if d["held"] else ""),
+                      "\n".join(d["reasons"]) or "steady")
+    out.print(table)
+
+
+def _iso(dt) -> str:
+    from fleet.store.repo import to_dt
+
+    return to_dt(to_ts(dt)).isoformat(timespec="seconds")
+
+
+def _store(cfg: Config) -> Store:
+    try:
+        engine = make_engine(cfg.fleet.database_url)
+        from fleet.store.db import ensure_schema
+
+        ensure_schema(engine)
+        return Store(engine)
+    except (SQLAlchemyError, SchemaOutOfDate) as exc:
+        err.print(f"error: database: {str(exc).splitlines()[0]}", markup=False)
+        raise typer.Exit(1) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt, revision: Annotated[str, typer.Option("--revision")] = "head") -> None:
+    """Apply Alembic migrations up to `revision`."""
+    cfg = _config(config)
+    try:
+        upgrade(make_engine(cfg.fleet.database_url), revision)
+    except SQLAlchemyError as exc:
+        err.print(f"error: database: {str(exc).splitlines()[0]}", markup=False)
+        raise typer.Exit(1) from None
+    out.print(f"database upgraded to {revision}")
+
+
+def _register_simulate() -> None:
+    try:
+        from fleet.sim.command import simulate
+    except ImportError:
+        return
+    app.command("simulate")(simulate)
+
+
+_register_simulate()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,478 @@
+"""The tick: observe → reconcile → decide → act → record.
+
+The provider's tagged listing is the truth; the database is the memory.  Intent
+is committed before every provider call and the outcome after, so a crash at
+any point is repaired by the next tick's reconcile: machines carrying the token
+of an unfinished action are adopted, machines gone from the listing are closed,
+and nothing is created twice.  `fleet plan` runs observe and decide only (no
+provider mutation, no database write).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.cloud import build_providers, launch_price, launch_target, size_price
+from fleet.config import Config, PoolConfig
+from fleet.metrics import Metrics
+from fleet.model import (
+    CreateAction,
+    DestroyAction,
+    Fleet,
+    Machine,
+    MachineState,
+    Plan,
+    PoolPlan,
+    PoolView,
+    Reason,
+    SignalReading,
+)
+from fleet.policy import decide
+from fleet.signals.collect import read_pool_signals
+from fleet.store.db import ensure_schema, make_engine
+from fleet.store.repo import MachineRow, Store, month_start, to_dt
+from providers.base import (
+    AuthError,
+    InstanceStatus,
+    LaunchSpec,
+    Provider,
+    ProviderError,
+    ProviderInstance,
+)
+
+log = logging.getLogger("fleet")
+
+# A machine we created may take a moment to appear in an eventually consistent listing.
+LISTING_GRACE_S = 60.0
+# An unconfirmed create's token is reused for this long (EC2 dedupes on ClientToken).
+TOKEN_REUSE_S = 600.0
+
+_STATUS_TO_STATE = {
+    InstanceStatus.BOOTING: MachineState.BOOTING,
+    InstanceStatus.READY: MachineState.READY,
+    InstanceStatus.TERMINATING: MachineState.TERMINATING,
+    InstanceStatus.STOPPED: MachineState.FAILED,
+}
+
+
+@dataclass
+class Observation:
+    """What one tick saw: provider listings (or their errors), prices, quota, signals."""
+
+    listings: dict[str, list[ProviderInstance]] = field(default_factory=dict)
+    listing_errors: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)  # provider → auth error message
+    signals: dict[str, tuple[SignalReading, ...]] = field(default_factory=dict)
+    headroom: dict[str, tuple[int | None, str]] = field(default_factory=dict)
+    launch_price: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class TickResult:
+    plan: Plan
+    dry_run: bool
+    notes: dict[str, list[str]] = field(default_factory=dict)  # pool → what acting said
+    errors: list[str] = field(default_factory=list)
+
+
+def kv(**fields: Any) -> str:
+    """One key/value log line; values with spaces are quoted."""
+    parts = []
+    for key, value in fields.items():
+        text = str(value)
+        parts.append(f'{key}="{text}"' if (" " in text or not text) else f"{key}={text}")
+    return " ".join(parts)
+
+
+class Controller:
+    def __init__(self, config: Config, providers: Mapping[str, Provider] | None = None,
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
+                 store: Store | None = None):
+        self.config = config
+        self.clock = clock
+        self.store = store or Store(make_engine(config.fleet.database_url))
+        ensure_schema(self.store.engine)
+        self.providers: dict[str, Provider] = dict(providers) if providers is not None else build_providers(
+            config, clock)
+        self.metrics = metrics or Metrics()
+        self.last_success_at: float | None = None
+
+    # ------------------------------------------------------------ the tick
+
+    def tick(self, dry_run: bool = False) -> TickResult:
+        started = time.perf_counter()
+        now = self.clock()
+        try:
+            obs = self.observe()
+            if not dry_run:
+                self.reconcile(obs, now)
+            fleet = self.fleet_view(obs, now)
+            history = self.store.history({p.name: self._lookback(p) for p in self.config.pools}, now)
+            plan = decide(self.config, fleet, obs.signals, history, now)
+            result = TickResult(plan=plan, dry_run=dry_run)
+            if not dry_run:
+                self.retry_destroys(obs, now, result)
+                self.act(plan, obs, now, result)
+                self.record(plan, result, now)
+                self.accrue(self.clock())
+            self._export(plan, obs, result)
+            self.metrics.ticks.labels("ok").inc()
+            self.last_success_at = self.clock()
+            self.metrics.last_success.set(self.last_success_at)
+            return result
+        except Exception:
+            self.metrics.ticks.labels("error").inc()
+            raise
+        finally:
+            self.metrics.tick_seconds.observe(time.perf_counter() - started)
+
+    def _lookback(self, pool: PoolConfig) -> float:
+        return max(pool.scale_down_stabilization_s, 6 * 3600.0 if pool.latency_budget_s else 0.0, 60.0)
+
+    # ------------------------------------------------------------ 1 observe
+
+    def observe(self) -> Observation:
+        obs = Observation()
+        for name, provider in self.providers.items():
+            try:
+                obs.listings[name] = provider.list_instances(self.config.fleet.name)
+            except AuthError as exc:
+                obs.blocked[name] = f"{name}: authentication failed, not acting on this provider: {exc}"
+                self._provider_error(name, exc)
+            except ProviderError as exc:
+                obs.listing_errors[name] = f"listing {name} machines failed ({exc.kind}): {exc}"
+                self._provider_error(name, exc)
+        for pool in self.config.pools:
+            obs.signals[pool.name] = read_pool_signals(pool)
+            provider = self.providers.get(pool.provider)
+            if provider is None or pool.provider in obs.blocked:
+                continue
+            obs.launch_price[pool.name] = launch_price(pool, provider)
+            try:
+                room = provider.headroom(launch_target(self.config, pool))
+                obs.headroom[pool.name] = (room.machines, room.note)
+            except ProviderError as exc:
+                self._provider_error(pool.provider, exc)
+                obs.headroom[pool.name] = (None, f"quota unknown ({exc.kind}: {exc}): the pool's max applies")
+        return obs
+
+    # ------------------------------------------------------------ 2 reconcile
+
+    def reconcile(self, obs: Observation, now: float) -> None:
+        rows = self.store.unfinished_machines()
+        pending = self.store.pending_actions()
+        for provider_name, listing in obs.listings.items():
+            known = {r.provider_id: r for r in rows if r.provider == provider_name}
+            listed = {inst.id: inst for inst in listing}
+            tokens = {a.token: a for a in pending if a.provider == provider_name and a.kind == "create"}
+            for inst in listing:
+                row = known.get(inst.id)
+                if row is None:
+                    self._adopt(provider_name, inst, tokens.get(inst.token or ""), now)
+                else:
+                    self._follow(row, inst, now)
+            for row in known.values():
+                if row.provider_id in listed:
+                    continue
+                if row.state is not MachineState.TERMINATING and now - row.created_at < LISTING_GRACE_S:
+                    continue  # just created; the listing may not show it yet
+                reason = ("destroyed: gone from the provider listing" if row.state is MachineState.TERMINATING
+                          else "vanished from the provider listing (deleted outside fleet or reclaimed)")
+                end = row.terminating_at if row.terminating_at is not None else now
+                self.store.accrue(row, end, min_seconds=self._billing(provider_name).min_seconds)
+                self.store.move(row, MachineState.TERMINATED, now, reason)
+                log.info(kv(event="machine_closed", pool=row.pool, machine=row.provider_id, reason=reason))
+            # Actions whose outcome was never recorded (the controller died mid-call).
+            for action in pending:
+                if action.provider != provider_name:
+                    continue
+                if action.kind == "create":
+                    found = sum(1 for inst in listing if inst.token == action.token)
+                    if found:
+                        self.store.finish_action(action.id, "adopted", now, f"adopted {found} machine(s) after "
+                                                 "an unrecorded outcome", launched=found)
+                    else:
+                        self.store.finish_action(action.id, "lost", now, "no machine carries this token: the "
+                                                 "create did not happen or is not listed yet")
+                else:
+                    self.store.finish_action(action.id, "lost", now, "outcome unrecorded; the machines' "
+                                             "TERMINATING state drives the retry")
+
+    def _adopt(self, provider_name: str, inst: ProviderInstance, action: Any, now: float) -> None:
+        pool_cfg = self._pool_cfg(inst.pool)
+        price = inst.price_hourly_usd
+        if pool_cfg is not None:
+            price = size_price(pool_cfg, self.providers[provider_name], inst.size, inst.region) or price
+        state = _STATUS_TO_STATE[inst.status]
+        reason = (f"adopted: created by action {action.token} whose outcome was not recorded" if action
+                  else f"adopted: tagged fleet:{self.config.fleet.name} but unknown to the database")
+        if pool_cfg is None:
+            reason += f" (pool {inst.pool!r} is not in the config)"
+        created = inst.created_at.timestamp() if inst.created_at else now
+        self.store.add_machine(provider=provider_name, provider_id=inst.id, pool=inst.pool, state=state,
+                               size=inst.size, region=inst.region, price_hourly_usd=price or 0.0,
+                               token=inst.token, spot=inst.spot, created_at=min(created, now), now=now,
+                               reason=reason)
+        log.warning(kv(event="machine_adopted", pool=inst.pool, machine=inst.id, reason=reason))
+
+    def _follow(self, row: MachineRow, inst: ProviderInstance, now: float) -> None:
+        """Move a known machine to the state its provider reports."""
+        seen = _STATUS_TO_STATE[inst.status]
+        if row.state in (MachineState.TERMINATING, MachineState.DRAINING) or seen is row.state:
+            return  # we asked for its end; the listing catches up
+        if row.state is MachineState.FAILED and seen is not MachineState.TERMINATING:
+            return
+        reason = {MachineState.READY: "provider reports it ready",
+                  MachineState.BOOTING: "provider reports it booting",
+                  MachineState.TERMINATING: "provider reports it terminating",
+                  MachineState.FAILED: f"provider reports it {inst.status.value}: not serving, still billed"}[seen]
+        self.store.move(row, seen, now, reason)
+
+    # ------------------------------------------------------------ the view decide sees
+
+    def fleet_view(self, obs: Observation, now: float) -> Fleet:
+        rows = self.store.unfinished_machines()
+        views: dict[str, PoolView] = {}
+        for pool in self.config.pools:
+            listing = obs.listings.get(pool.provider)
+            pool_rows = {r.provider_id: r for r in rows if r.provider == pool.provider and r.pool == pool.name}
+            if listing is None:
+                machines = tuple(_machine_from_row(r) for r in pool_rows.values())
+            else:
+                machines = tuple(self._machine(pool, inst, pool_rows.get(inst.id), now)
+                                 for inst in listing if inst.pool == pool.name)
+            headroom, note = obs.headroom.get(pool.name, (None, ""))
+            views[pool.name] = PoolView(
+                name=pool.name, machines=machines,
+                listing_error=obs.listing_errors.get(pool.provider)
+                or (None if pool.provider in self.providers or pool.provider in obs.blocked
+                    else f"provider {pool.provider} is not available"),
+                provider_blocked=obs.blocked.get(pool.provider),
+                headroom=headroom, headroom_note=note, launch_price_hourly_usd=obs.launch_price.get(pool.name),
+            )
+        return Fleet(pools=views)
+
+    def _machine(self, pool: PoolConfig, inst: ProviderInstance, row: MachineRow | None, now: float) -> Machine:
+        if row is not None:
+            state = row.state if row.state in (MachineState.TERMINATING, MachineState.DRAINING,
+                                               MachineState.FAILED) else _STATUS_TO_STATE[inst.status]
+            return Machine(id=inst.id, pool=pool.name, state=state, size=inst.size, region=inst.region,
+                           price_hourly_usd=row.price_hourly_usd, created_at=row.created_at, ready_at=row.ready_at)
+        price = size_price(pool, self.providers[pool.provider], inst.size, inst.region) or inst.price_hourly_usd
+        created = inst.created_at.timestamp() if inst.created_at else now
+        return Machine(id=inst.id, pool=pool.name, state=_STATUS_TO_STATE[inst.status], size=inst.size,
+                       region=inst.region, price_hourly_usd=price or 0.0, created_at=min(created, now))
+
+    # ------------------------------------------------------------ 4 act
+
+    def retry_destroys(self, obs: Observation, now: float, result: TickResult) -> None:
+        """Machines we asked to destroy that the provider still lists: ask again."""
+        rows = self.store.machines([MachineState.TERMINATING])
+        by_provider: dict[str, list[MachineRow]] = {}
+        for row in rows:
+            listed = {i.id for i in obs.listings.get(row.provider, [])}
+            if row.provider_id in listed and row.provider not in obs.blocked:
+                by_provider.setdefault(row.provider, []).append(row)
+        for provider_name, retry in by_provider.items():
+            self._destroy(provider_name, retry, now, result, "retry")
+
+    def act(self, plan: Plan, obs: Observation, now: float, result: TickResult) -> None:
+        blocked = set(obs.blocked)
+        for pool_plan in plan.pools:
+            if pool_plan.held or pool_plan.provider in blocked:
+                continue
+            pool = self.config.pool(pool_plan.pool)
+            for action in pool_plan.actions:
+                if isinstance(action, DestroyAction):
+                    self._destroy_planned(pool, action, now, result)
+                elif isinstance(action, CreateAction):
+                    if self._create(pool, action, now, result) == "auth":
+                        blocked.add(pool.provider)
+                        break
+
+    def _destroy_planned(self, pool: PoolConfig, action: DestroyAction, now: float, result: TickResult) -> None:
+        # Re-check just before destroying: still ours, still in this pool, not already on its way out.
+        rows = {r.provider_id: r for r in self.store.unfinished_machines()
+                if r.provider == pool.provider and r.pool == pool.name}
+        victims = [rows[i] for i in action.machine_ids if i in rows and rows[i].state in (
+            MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY, MachineState.DRAINING,
+            MachineState.FAILED)]
+        skipped = set(action.machine_ids) - {v.provider_id for v in victims}
+        if skipped:
+            result.notes.setdefault(pool.name, []).append(
+                f"not destroying {', '.join(sorted(skipped))}: changed since the plan")
+        if not victims:
+            return
+        token = f"{pool.name[:20]}-d{secrets.token_hex(5)}"
+        action_id = self.store.begin_action(token=token, pool=pool.name, provider=pool.provider, kind="destroy",
+                                            count=len(victims), now=now,
+                                            machine_ids=[v.provider_id for v in victims])
+        for victim in victims:
+            self.store.move(victim, MachineState.TERMINATING, now, "scale down: chosen for removal")
+        failed = self._destroy(pool.provider, [_terminating(v, now) for v in victims], now, result, "scale down")
+        self.store.finish_action(action_id, "done" if not failed else "partial", now,
+                                 f"destroy requested for {len(victims) - failed}/{len(victims)}",
+                                 launched=len(victims) - failed)
+
+    def _destroy(self, provider_name: str, rows: list[MachineRow], now: float, result: TickResult,
+                 why: str) -> int:
+        provider = self.providers[provider_name]
+        ids = [r.provider_id for r in rows]
+        try:
+            failures = {f.id: f.error for f in provider.destroy(ids)}
+        except ProviderError as exc:
+            self._provider_error(provider_name, exc)
+            failures = {i: exc for i in ids}
+        for row in rows:
+            err = failures.get(row.provider_id)
+            self.store.note_destroy_attempt(row, None if err is None else f"{err.kind}: {err}")
+            if err is not None:
+                msg = f"destroying {row.provider_id} ({why}) failed, will retry: {err.kind}: {err}"
+                result.notes.setdefault(row.pool, []).append(msg)
+                log.warning(kv(event="destroy_failed", pool=row.pool, machine=row.provider_id, error=err.kind))
+        return len(failures)
+
+    def _create(self, pool: PoolConfig, action: CreateAction, now: float, result: TickResult) -> str:
+        provider = self.providers[pool.provider]
+        token = self.store.reusable_create_token(pool.name, action.count, now - TOKEN_REUSE_S) or \
+            f"{pool.name[:20]}-{secrets.token_hex(5)}"
+        action_id = self.store.begin_action(token=token, pool=pool.name, provider=pool.provider, kind="create",
+                                            count=action.count, now=now, size=action.size, region=action.region)
+        self.store.retire_token(token, now)
+        notes = result.notes.setdefault(pool.name, [])
+        try:
+            launched = provider.create(LaunchSpec(target=launch_target(self.config, pool), count=action.count,
+                                                  token=token))
+        except ProviderError as exc:
+            self._provider_error(pool.provider, exc)
+            self.store.finish_action(action_id, "failed", self.clock(), f"{exc.kind}: {exc}")
+            notes.append(f"creating {action.count} machine(s) failed ({exc.kind}): {exc}")
+            log.warning(kv(event="create_failed", pool=pool.name, count=action.count, error=exc.kind))
+            return "auth" if isinstance(exc, AuthError) else "error"
+        after = self.clock()
+        for inst in launched.instances:
+            price = size_price(pool, provider, inst.size, inst.region) or inst.price_hourly_usd or \
+                action.price_hourly_usd
+            self.store.add_machine(provider=pool.provider, provider_id=inst.id, pool=pool.name,
+                                   state=_STATUS_TO_STATE[inst.status], size=inst.size, region=inst.region,
+                                   price_hourly_usd=price, token=token, spot=inst.spot,
+                                   created_at=min(inst.created_at.timestamp(), after) if inst.created_at else now,
+                                   now=after, reason=f"created by action {token}")
+        made = len(launched.instances)
+        notes.extend(launched.notes)
+        if made < action.count:
+            notes.append(f"asked for {action.count}, the provider launched {made}")
+        self.store.finish_action(action_id, "done" if made == action.count else "partial", after,
+                                 "; ".join(launched.notes) or "ok", launched=made, size=launched.size,
+                                 region=launched.region)
+        log.info(kv(event="created", pool=pool.name, count=made, size=launched.size, region=launched.region,
+                    token=token))
+        return "ok"
+
+    # ------------------------------------------------------------ 5 record
+
+    def record(self, plan: Plan, result: TickResult, now: float) -> None:
+        rows = []
+        for p in plan.pools:
+            notes = result.notes.get(p.pool, [])
+            reasons = [{"code": r.code, "message": r.message} for r in p.reasons]
+            reasons += [{"code": "provider", "message": n} for n in notes]
+            rows.append({
+                "at": to_dt(now), "pool": p.pool, "ready": p.ready, "booting": p.booting, "current": p.current,
+                "recommendation": p.recommendation, "desired": p.desired, "held": p.held,
+                "demand_sample": p.demand_sample, "signals": [signal_json(s) for s in p.signals],
+                "reasons": reasons, "actions": [action_json(a) for a in p.actions],
+            })
+            log.info(kv(event="decision", pool=p.pool, ready=p.ready, booting=p.booting, current=p.current,
+                        to=p.desired, held=p.held, reason="; ".join(str(r) for r in p.reasons) or "steady"))
+        self.store.record_decisions(rows)
+
+    def accrue(self, now: float) -> None:
+        for row in self.store.unfinished_machines():
+            until = row.terminating_at if row.state is MachineState.TERMINATING and row.terminating_at else now
+            self.store.accrue(row, max(until, row.accrued_until))
+
+    def spend_month_to_date(self, now: float | None = None) -> dict[str, float]:
+        spent = self.store.spend_since(month_start(self.clock() if now is None else now))
+        return {pool: float(amount) for pool, amount in spent.items()}
+
+    # ------------------------------------------------------------ helpers
+
+    def _pool_cfg(self, name: str) -> PoolConfig | None:
+        try:
+            return self.config.pool(name)
+        except KeyError:
+            return None
+
+    def _billing(self, provider_name: str):
+        return self.providers[provider_name].billing
+
+    def _provider_error(self, provider_name: str, exc: ProviderError) -> None:
+        self.metrics.provider_errors.labels(provider_name, exc.kind).inc()
+        log.warning(kv(event="provider_error", provider=provider_name, kind=exc.kind, error=str(exc)[:300]))
+
+    def _export(self, plan: Plan, obs: Observation, result: TickResult) -> None:
+        m = self.metrics
+        m.burn.set(plan.burn_planned_usd_per_hour if not result.dry_run else plan.burn_now_usd_per_hour)
+        for p in plan.pools:
+            m.desired.labels(p.pool).set(p.desired)
+            m.held.labels(p.pool).set(1 if p.held else 0)
+            m.machines.labels(p.pool, "ready").set(p.ready)
+            m.machines.labels(p.pool, "booting").set(p.booting)
+            for s in p.signals:
+                m.signal_missing.labels(p.pool, s.name).set(1 if s.missing else 0)
+        if not result.dry_run:
+            for pool, amount in self.spend_month_to_date().items():
+                m.spend_mtd.labels(pool).set(amount)
+
+
+def _machine_from_row(r: MachineRow) -> Machine:
+    return Machine(id=r.provider_id, pool=r.pool, state=r.state, size=r.size, region=r.region,
+                   price_hourly_usd=r.price_hourly_usd, created_at=r.created_at, ready_at=r.ready_at)
+
+
+def _terminating(row: MachineRow, now: float) -> MachineRow:
+    from dataclasses import replace
+
+    return replace(row, state=MachineState.TERMINATING, terminating_at=now)
+
+
+def signal_json(s: SignalReading) -> dict[str, Any]:
+    return {"name": s.name, "kind": s.kind, "value": s.value, "source": s.source, "age_s": s.age_s,
+            "error": s.error}
+
+
+def action_json(a: CreateAction | DestroyAction) -> dict[str, Any]:
+    if isinstance(a, CreateAction):
+        return {"action": "create", "count": a.count, "size": a.size, "region": a.region,
+                "price_hourly_usd": a.price_hourly_usd}
+    return {"action": "destroy", "machines": list(a.machine_ids)}
+
+
+def pool_plan_json(p: PoolPlan, notes: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "pool": p.pool, "provider": p.provider, "ready": p.ready, "booting": p.booting, "current": p.current,
+        "recommendation": p.recommendation, "desired": p.desired, "held": p.held,
+        "actions": [action_json(a) for a in p.actions],
+        "reasons": [r.message for r in p.reasons] + list(notes or []),
+        "signals": [signal_json(s) for s in p.signals],
+    }
+
+
+def plan_json(result: TickResult) -> dict[str, Any]:
+    plan = result.plan
+    return {
+        "at": to_dt(plan.at).isoformat(),
+        "dry_run": result.dry_run,
+        "pools": [pool_plan_json(p, result.notes.get(p.pool)) for p in plan.pools],
+        "burn_usd_per_hour": {"now": round(plan.burn_now_usd_per_hour, 6),
+                              "planned": round(plan.burn_planned_usd_per_hour, 6)},
+    }
+
+
+__all__ = ["Controller", "TickResult", "plan_json", "Reason"]

@@ -1,0 +1,187 @@
+"""`prometheus`: one number from an instant query over the HTTP API (GET /api/v1/query).
+
+The query must reduce to one number: a scalar or a vector with exactly one sample.  An
+empty result (no data), several series, `NaN`/`±Inf`, an error status or a sample older
+than `max_age_s` is a missing signal, never zero.
+
+Age: an instant query stamps every result with the *evaluation* time, not the time the
+sample was scraped, so the age comes from a second query over `timestamp()`, which gives
+the scrape time of raw series.  Presets ask for the oldest input series' timestamp; a
+custom query is wrapped as `min(timestamp(<query>))`, which is exact for a plain
+selector and reads as age 0 for an aggregate (Prometheus cannot know its inputs' age).
+
+Presets build the PromQL from the pool's label `selector` (see providers.md part 4 for
+the metric names and units: DCGM utilization is 0-100, vLLM's KV cache is 0-1).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from fleet.config import PrometheusSource
+from fleet.signals.base import SourceReading
+from fleet.signals.http_json import bearer_headers, http_failure, public_url, redact
+
+
+def escape_value(value: str) -> str:
+    """A PromQL double-quoted string literal body (Go escaping rules)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def matchers(selector: dict[str, str]) -> str:
+    """`{a="x",b="y"}` (or `""` for no selector); names are validated by the config."""
+    if not selector:
+        return ""
+    return "{" + ",".join(f'{name}="{escape_value(value)}"' for name, value in sorted(selector.items())) + "}"
+
+
+def _oldest(exprs: list[str]) -> str:
+    """The smallest of one-element vectors: `(a < b) or b`, folded (an empty input empties it)."""
+    out = exprs[0]
+    for expr in exprs[1:]:
+        out = f"(({out}) < ({expr})) or ({expr})"
+    return out
+
+
+def _stamp(metric: str, sel: str) -> str:
+    return f"min(timestamp({metric}{sel}))"
+
+
+# preset → (value query, age query), both from the matcher string
+PRESETS: dict[str, Callable[[str], tuple[str, str]]] = {
+    "dcgm_gpu_utilization": lambda s: (
+        f"avg(DCGM_FI_DEV_GPU_UTIL{s}) / 100",  # dcgm-exporter reports 0-100
+        _stamp("DCGM_FI_DEV_GPU_UTIL", s),
+    ),
+    "dcgm_memory_used_fraction": lambda s: (
+        # there is no FB_TOTAL metric: total = used + free
+        f"sum(DCGM_FI_DEV_FB_USED{s}) / (sum(DCGM_FI_DEV_FB_USED{s}) + sum(DCGM_FI_DEV_FB_FREE{s}))",
+        _oldest([_stamp("DCGM_FI_DEV_FB_USED", s), _stamp("DCGM_FI_DEV_FB_FREE", s)]),
+    ),
+    "vllm_queue": lambda s: (
+        f"sum(vllm:num_requests_waiting{s}) + sum(vllm:num_requests_running{s})",
+        _oldest([_stamp("vllm:num_requests_waiting", s), _stamp("vllm:num_requests_running", s)]),
+    ),
+    "vllm_kv_cache": lambda s: (
+        # the new name first, then the one deprecated in vLLM 0.9 (already 0-1, no scaling)
+        f"avg(vllm:kv_cache_usage_perc{s}) or avg(vllm:gpu_cache_usage_perc{s})",
+        f"{_stamp('vllm:kv_cache_usage_perc', s)} or {_stamp('vllm:gpu_cache_usage_perc', s)}",
+    ),
+    "triton_queue": lambda s: (
+        f"sum(nv_inference_pending_request_count{s})",
+        _stamp("nv_inference_pending_request_count", s),
+    ),
+    "tgi_queue": lambda s: (
+        f"sum(tgi_queue_size{s})",
+        _stamp("tgi_queue_size", s),
+    ),
+}
+
+
+def build_queries(cfg: PrometheusSource) -> tuple[str, str]:
+    """(value query, age query) for a preset or a custom query."""
+    if cfg.preset is not None:
+        return PRESETS[cfg.preset](matchers(cfg.selector))
+    assert cfg.query is not None  # the config allows exactly one of the two
+    return cfg.query, f"min(timestamp({cfg.query}))"
+
+
+def describe(cfg: PrometheusSource) -> str:
+    what = f"{cfg.preset}{matchers(cfg.selector)}" if cfg.preset else f"query {cfg.query}"
+    return f"prometheus {what} @ {public_url(cfg.url)}"
+
+
+class _Failed(Exception):
+    """A reason the reading is missing (kept inside this module)."""
+
+
+def _instant(client: httpx.Client, cfg: PrometheusSource, query: str, budget_s: float) -> tuple[str, Any]:
+    """Run one instant query within `budget_s`; (resultType, result)."""
+    url = cfg.url.rstrip("/") + "/api/v1/query"
+    where = f"querying {public_url(cfg.url)}"
+    # Prometheus' own timeout stops the evaluation server-side; httpx bounds the wait.
+    params = {"query": query, "timeout": f"{max(1, int(budget_s * 1000))}ms"}
+    try:
+        response = client.get(url, params=params, timeout=budget_s)
+    except httpx.HTTPError as exc:
+        raise _Failed(http_failure(exc, where, cfg.timeout_s)) from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code in (401, 403):
+        raise _Failed(f"{where}: HTTP {response.status_code} (check token_env / headers)")
+    if not isinstance(body, dict):
+        raise _Failed(f"{where}: HTTP {response.status_code} without a Prometheus JSON body")
+    if body.get("status") != "success" or response.status_code != 200:
+        kind = body.get("errorType", "error")
+        raise _Failed(f"{where}: HTTP {response.status_code} {kind}: {body.get('error', 'no message')}")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise _Failed(f"{where}: response has no `data` object")
+    return str(data.get("resultType")), data.get("result")
+
+
+def _one_sample(result_type: str, result: Any) -> float:
+    """The number a result reduces to, or _Failed with why not."""
+    if result_type == "scalar":
+        raw = result[1] if isinstance(result, list) and len(result) == 2 else None
+    elif result_type == "vector":
+        if not isinstance(result, list) or not result:
+            raise _Failed("query returned no data (empty result); a missing metric is not zero")
+        if len(result) > 1:
+            raise _Failed(f"query returned {len(result)} series; aggregate it, e.g. sum(...)")
+        value = result[0].get("value") if isinstance(result[0], dict) else None
+        raw = value[1] if isinstance(value, list) and len(value) == 2 else None
+    else:
+        raise _Failed(f"query returned a {result_type}; it must give an instant vector or a scalar")
+    try:
+        number = float(raw)  # Prometheus sends values as strings ("NaN", "+Inf" included)
+    except (TypeError, ValueError):
+        raise _Failed(f"unparsable sample value {raw!r}") from None
+    if math.isnan(number):
+        raise _Failed("query returned NaN (e.g. 0/0 or no GPUs reporting)")
+    if math.isinf(number):
+        raise _Failed(f"query returned {raw}")
+    return number
+
+
+def read(cfg: PrometheusSource, now: Callable[[], float] = time.time) -> SourceReading:
+    where = describe(cfg)
+    headers, error = bearer_headers(cfg.headers, cfg.token_env)
+    if error:
+        return SourceReading.missing(where, error)
+    token = os.environ.get(cfg.token_env) if cfg.token_env else None
+    value_query, age_query = build_queries(cfg)
+    deadline = time.monotonic() + cfg.timeout_s
+    try:
+        with httpx.Client(headers=headers, follow_redirects=False) as client:
+            value = _one_sample(*_instant(client, cfg, value_query, cfg.timeout_s))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Failed(f"timed out after {cfg.timeout_s:g}s before the sample age was read")
+            age_s = _age(client, cfg, age_query, remaining, now)
+    except _Failed as exc:
+        return SourceReading.missing(where, redact(str(exc), token))
+    if age_s is not None and age_s > cfg.max_age_s:
+        return SourceReading.missing(where, f"stale: the oldest input sample is {age_s:.0f}s old "
+                                            f"(max_age_s={cfg.max_age_s:g})")
+    return SourceReading(value=value, source=where, age_s=age_s)
+
+
+def _age(client: httpx.Client, cfg: PrometheusSource, query: str, budget_s: float,
+         now: Callable[[], float]) -> float | None:
+    try:
+        stamp = _one_sample(*_instant(client, cfg, query, budget_s))
+    except _Failed as exc:
+        # A scalar custom query has no timestamp(): its age is unknown, not a failure.
+        if cfg.query is not None and "bad_data" in str(exc):
+            return None
+        raise _Failed(f"reading the sample age: {exc}") from None
+    return max(0.0, now() - stamp)

@@ -1,0 +1,238 @@
+"""Who decides in a replay: our policy (the real `fleet.policy.decide`) and the baselines.
+
+- `FleetController` builds the `Fleet`, signals and `History` the service would, calls
+  `fleet.policy.decide` (the very function `fleet run` calls) and applies its Plan.
+- `StaticController`: a fixed always-on fleet (the size is searched by fleet.sim.run).
+- `ReactiveController`: KEDA-style, desired = ceil(queue / target), scale-in only 300 s
+  after the last scale event.
+- `HpaController`: Kubernetes HPA on GPU utilization 0.7, 10% tolerance, 300 s
+  scale-down stabilization, at most +max(100%, 4) machines per 15 s.
+
+Baselines obey the same hard limits decide applies (min/max, quota, budget caps),
+so every policy reports zero violations when it is correct.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import fleet.policy
+from fleet.config import Config, PoolConfig
+from fleet.model import (
+    CreateAction,
+    DestroyAction,
+    Fleet,
+    History,
+    Machine,
+    MachineState,
+    PoolHistory,
+    PoolView,
+    SignalReading,
+)
+from fleet.policy.latency import history_window_s
+from fleet.signals.collect import signal_name
+from fleet.sim.engine import Engine, Snapshot
+
+_STATES = {"ready": MachineState.READY, "booting": MachineState.BOOTING, "draining": MachineState.DRAINING}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The hard limits of a pool: what no policy may exceed."""
+
+    min: int
+    max: int
+    quota: int | None
+    pool_cap_usd: float | None
+    fleet_cap_usd: float | None
+    price: float
+
+    @classmethod
+    def of(cls, config: Config, pool: PoolConfig, price: float, quota: int | None) -> Limits:
+        return cls(pool.min, pool.max, quota, pool.max_hourly_usd, config.budget.max_hourly_usd, price)
+
+    def clamp(self, desired: int, current: int, engine: Engine) -> int:
+        desired = min(max(desired, self.min), self.max)
+        if desired > current:
+            if self.quota is not None:
+                desired = min(desired, current + max(0, self.quota - engine.live_count()))
+            burn = sum(engine.prices[m] for m in engine.alive)
+            for cap in (self.pool_cap_usd, self.fleet_cap_usd):
+                if cap is not None:
+                    desired = min(desired, current + max(0, math.floor((cap - burn) / self.price + 1e-9)))
+        return desired
+
+    def violations(self, engine: Engine) -> int:
+        """1 when the pool is past a hard limit after a tick's actions, else 0."""
+        serving = sum(1 for m in engine.alive if not engine.draining[m])
+        burn = sum(engine.prices[m] for m in engine.alive)
+        over = serving > self.max or (self.quota is not None and len(engine.alive) > self.quota)
+        for cap in (self.pool_cap_usd, self.fleet_cap_usd):
+            over = over or (cap is not None and burn > cap + 1e-9)
+        return int(over)
+
+
+def scale_to(engine: Engine, desired: int) -> None:
+    """Create or destroy to reach `desired` serving machines: booting (newest) first, then the least busy."""
+    serving = [m for m in engine.alive if not engine.draining[m]]
+    if desired > len(serving):
+        engine.create(desired - len(serving))
+    elif desired < len(serving):
+        now = engine.now
+        order = sorted(serving, key=lambda m: (engine.ready_at[m] <= now, engine.busy[m], -m))
+        engine.destroy(order[: len(serving) - desired])
+
+
+def readings_for(pool: PoolConfig, seen: Snapshot) -> tuple[SignalReading, ...]:
+    """The pool's signals, read from the simulated queue: one reading per configured signal,
+    plus `queue_depth` and `gpu_utilization` when a latency pool does not configure them."""
+    queue = float(seen.waiting + seen.busy)
+    util = seen.busy / (seen.ready * pool.slots_per_machine) if seen.ready else None
+    values = {"queue_depth": queue, "backlog_seconds": queue, "gpu_utilization": util, "memory_pressure": util}
+    out = []
+    for i, signal in enumerate(pool.signals):
+        value = values[signal.kind]
+        out.append(SignalReading(signal_name(i, signal), signal.kind, value, "simulated queue",
+                                 error=None if value is not None else "no ready machine"))
+    if pool.latency_budget_s is not None:
+        kinds = {s.kind for s in pool.signals}
+        for kind in ("queue_depth", "gpu_utilization"):
+            if kind not in kinds:
+                value = values[kind]
+                out.append(SignalReading(kind, kind, value, "simulated queue",
+                                         error=None if value is not None else "no ready machine"))
+    return tuple(out)
+
+
+@dataclass
+class FleetController:
+    """Our policy: `fleet.policy.decide` with a one-pool Config, as the service calls it."""
+
+    config: Config
+    pool: PoolConfig
+    price: float
+    quota: int | None
+    tick_s: float
+    name: str = "fleet"
+    _demand: deque[tuple[float, float]] = field(default_factory=deque)
+    _recs: deque[tuple[float, int]] = field(default_factory=deque)
+    _last_up: float | None = None
+    _last_down: float | None = None
+    _machines: dict[tuple[int, str, int], Machine] = field(default_factory=dict)
+    decide = staticmethod(fleet.policy.decide)  # the service's own function (tests check identity)
+
+    def __post_init__(self) -> None:
+        self.config = self.config.model_copy(update={"pools": (self.pool,)})
+        self._window = max(self.pool.scale_down_stabilization_s, history_window_s(self.pool))
+
+    def _machine(self, engine: Engine, m: int) -> Machine:
+        state = engine.state_of(m)
+        key = (m, state, engine.busy[m])
+        machine = self._machines.get(key)
+        if machine is None:
+            if len(self._machines) > 100_000:
+                self._machines.clear()
+            machine = Machine(id=str(m), pool=self.pool.name, state=_STATES[state], size=self.pool.size[0],
+                              region=self.pool.region[0] if self.pool.region else "sim1",
+                              price_hourly_usd=engine.prices[m], created_at=engine.created[m],
+                              ready_at=engine.ready_at[m], work_left=float(engine.busy[m]))
+            self._machines[key] = machine
+        return machine
+
+    def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
+        view = PoolView(name=self.pool.name, machines=tuple(self._machine(engine, m) for m in engine.alive),
+                        headroom=engine.headroom(), launch_price_hourly_usd=self.price)
+        while self._demand and now - self._demand[0][0] > self._window:
+            self._demand.popleft()
+        while self._recs and now - self._recs[0][0] > self._window:
+            self._recs.popleft()
+        history = History({self.pool.name: PoolHistory(self._last_up, self._last_down, tuple(self._recs),
+                                                       tuple(self._demand))})
+        plan = self.decide(self.config, Fleet({self.pool.name: view}),
+                           {self.pool.name: readings_for(self.pool, seen)}, history, now)
+        pool_plan = plan.pool(self.pool.name)
+        self._recs.append((now, pool_plan.recommendation))
+        demand = getattr(pool_plan, "demand_sample", None)
+        if demand is not None:
+            self._demand.append((now, demand))
+        for action in pool_plan.actions:
+            if isinstance(action, CreateAction):
+                engine.create(action.count, action.price_hourly_usd or self.price)
+                self._last_up = now
+            elif isinstance(action, DestroyAction):
+                engine.destroy([int(i) for i in action.machine_ids])
+                self._last_down = now
+
+
+@dataclass
+class StaticController:
+    machines: int
+    name: str = "static"
+    tick_s: float | None = None
+
+    def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:  # never called
+        return None
+
+
+@dataclass
+class ReactiveController:
+    """KEDA-style queue scaler."""
+
+    limits: Limits
+    target: float  # queue items per machine
+    tick_s: float
+    cooldown_s: float = 300.0
+    name: str = "reactive"
+    _last_scale: float = -math.inf
+
+    def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
+        current = sum(1 for m in engine.alive if not engine.draining[m])
+        desired = math.ceil((seen.waiting + seen.busy) / self.target - 1e-9)
+        if desired < current and now - self._last_scale < self.cooldown_s:
+            desired = current
+        desired = self.limits.clamp(desired, current, engine)
+        if desired != current:
+            scale_to(engine, desired)
+            self._last_scale = now
+
+
+@dataclass
+class HpaController:
+    """Kubernetes HPA on GPU utilization."""
+
+    limits: Limits
+    slots: int
+    tick_s: float
+    target: float = 0.7
+    tolerance: float = 0.1
+    stabilization_s: float = 300.0
+    name: str = "hpa"
+    _recs: deque[tuple[float, int]] = field(default_factory=deque)
+    _ups: deque[tuple[float, int]] = field(default_factory=deque)  # (time, count before) of scale-ups
+
+    def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
+        current = sum(1 for m in engine.alive if not engine.draining[m])
+        if seen.ready == 0:
+            desired = max(current, 1)  # nothing to measure: HPA holds (minReplicas 1)
+        else:
+            util = seen.busy / (seen.ready * self.slots)
+            ratio = util / self.target
+            desired = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(seen.ready * ratio - 1e-9)
+        desired = max(desired, 1)
+        while self._recs and now - self._recs[0][0] >= self.stabilization_s:
+            self._recs.popleft()
+        self._recs.append((now, desired))
+        if desired < current:
+            desired = min(current, max(r for _, r in self._recs))
+        # scale-up limit: at most max(100%, 4) more than the count 15 s ago
+        while self._ups and now - self._ups[0][0] >= 15.0:
+            self._ups.popleft()
+        base = self._ups[0][1] if self._ups else current
+        desired = min(desired, base + max(base, 4))
+        desired = self.limits.clamp(desired, current, engine)
+        if desired > current:
+            self._ups.append((now, current))
+        if desired != current:
+            scale_to(engine, desired)

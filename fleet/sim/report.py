@@ -1,0 +1,105 @@
+"""The numbers of a replay, as a table or as JSON (keys are a contract: see issue 6)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fleet.sim.engine import RunResult
+from fleet.sim.oracle import LowerBound
+from fleet.sim.run import Scenario, slo_attainment
+
+KEYS = ("policy", "cost_usd", "slo_attainment", "wait_p50_s", "wait_p95_s", "wait_p99_s", "machine_hours",
+        "launches", "peak_machines", "budget_or_quota_violations")
+
+
+def peak_machines(result: RunResult) -> int:
+    """Most machines alive (billed) at once."""
+    events = sorted([(t, 1) for t in result.created] + [(t, -1) for t in result.gone])
+    live = peak = 0
+    for _, step in events:  # a destroy at the same instant as a create is counted first
+        live += step
+        peak = max(peak, live)
+    return peak
+
+
+def _pct(waits: np.ndarray, q: float) -> float:
+    if len(waits) == 0:
+        return 0.0
+    value = float(np.percentile(waits, q))
+    return value if np.isfinite(value) else float("inf")
+
+
+def _round(value: float) -> float | None:
+    """Waits of requests never served are infinite: JSON says null."""
+    return round(value, 3) if np.isfinite(value) else None
+
+
+def _secs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f}s"
+
+
+def policy_row(scn: Scenario, result: RunResult) -> dict[str, Any]:
+    counted = scn.trace.arrival_s >= scn.warmup_s
+    waits = result.waits[counted] if counted.any() else result.waits
+    hours = sum(g - c for c, g in zip(result.created, result.gone, strict=True)) / 3600.0
+    return {
+        "policy": result.policy,
+        "cost_usd": round(result.cost_usd, 4),
+        "slo_attainment": round(slo_attainment(scn, result), 6),
+        "wait_p50_s": _round(_pct(waits, 50)),
+        "wait_p95_s": _round(_pct(waits, 95)),
+        "wait_p99_s": _round(_pct(waits, 99)),
+        "machine_hours": round(hours, 3),
+        "launches": len(result.created),
+        "peak_machines": peak_machines(result),
+        "budget_or_quota_violations": result.violations,
+    }
+
+
+def report(scn: Scenario, results: Sequence[RunResult], bound: LowerBound) -> dict[str, Any]:
+    return {"policies": [policy_row(scn, r) for r in results],
+            "lower_bound": {"oracle_usd": round(bound.oracle_usd, 4), "work_usd": round(bound.work_usd, 4)}}
+
+
+def describe(scn: Scenario) -> list[str]:
+    pool, trace = scn.pool, scn.trace
+    lines = [
+        f"trace {trace.name} ({trace.format}): {len(trace):,} requests over {trace.span_s / 3600:.2f} h, "
+        f"mean {trace.mean_busy_slots() / pool.slots_per_machine:.2f} busy machines",
+        f"pool {pool.name}: {pool.size[0]} at ${scn.price:g}/h, {pool.slots_per_machine} slot(s) per machine, "
+        f"boot {pool.boot_seconds:g}s, latency budget {scn.budget_s:g}s, tick {scn.tick_s:g}s, "
+        f"signal lag {pool.simulation.signal_lag_s:g}s",
+    ]
+    if trace.model:
+        lines.append(f"throughput model: {trace.model}")
+    lines.append(f"SLO counted on requests arriving after the first {scn.warmup_s:g}s; cost from the start")
+    return lines
+
+
+def table(scn: Scenario, data: dict[str, Any], notes: Sequence[str] = ()) -> str:
+    bound = data["lower_bound"]
+    oracle = bound["oracle_usd"]
+    head = ("policy", "cost $", "x oracle", "SLO", "wait p50", "p95", "p99", "mach-h", "launches", "peak",
+            "violations")
+    rows = []
+    for row in data["policies"]:
+        rows.append((row["policy"], f"{row['cost_usd']:.2f}",
+                     f"{row['cost_usd'] / oracle:.2f}" if oracle > 0 else "-",
+                     f"{row['slo_attainment']:.2%}", _secs(row["wait_p50_s"]), _secs(row["wait_p95_s"]),
+                     _secs(row["wait_p99_s"]), f"{row['machine_hours']:.2f}", str(row["launches"]),
+                     str(row["peak_machines"]), str(row["budget_or_quota_violations"])))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    out = [*describe(scn), "", fmt.format(*head), *(fmt.format(*r) for r in rows), "",
+           f"lower bound: oracle ${oracle:.2f} (clairvoyant zero-wait fleet), work ${bound['work_usd']:.2f} "
+           f"(GPU seconds at the price)"]
+    out.extend(f"note: {n}" for n in notes)
+    return "\n".join(out)
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, allow_nan=False)

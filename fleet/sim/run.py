@@ -1,0 +1,162 @@
+"""One replay scenario: a pool from the user's config, a trace, and the policies to compare."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fleet.config import Config, PoolConfig
+from fleet.sim.engine import EngineSettings, RunResult, run
+from fleet.sim.oracle import LowerBound, lower_bound
+from fleet.sim.policies import FleetController, HpaController, Limits, ReactiveController, StaticController
+from fleet.sim.trace import Trace
+from providers.simulated import PRICE_TABLE
+
+POLICIES = ("fleet", "static", "reactive", "hpa")
+STATIC_TARGET = 0.99  # the static baseline: smallest always-on fleet meeting the budget for 99%
+
+
+class ScenarioError(Exception):
+    """The config cannot be simulated (unknown pool, unknown price)."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    config: Config
+    pool: PoolConfig
+    trace: Trace
+    price: float
+    quota: int | None
+    tick_s: float
+    budget_s: float
+    seed: int = 0
+
+    @property
+    def settings(self) -> EngineSettings:
+        sim = self.pool.simulation
+        return EngineSettings(slots=self.pool.slots_per_machine, boot_s=self.pool.boot_seconds,
+                              price_hourly_usd=self.price, boot_jitter_s=sim.boot_jitter_s,
+                              lag_s=sim.signal_lag_s, seed=self.seed, initial_ready=self.pool.min,
+                              quota=self.quota)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.of(self.config, self.pool, self.price, self.quota)
+
+    @property
+    def warmup_s(self) -> float:
+        return self.pool.boot_seconds
+
+
+def pick_pool(config: Config, name: str | None) -> PoolConfig:
+    if name is None:
+        latency = [p for p in config.pools if p.latency_budget_s is not None]
+        if len(config.pools) == 1:
+            return config.pools[0]
+        if len(latency) == 1:
+            return latency[0]
+        names = ", ".join(p.name for p in config.pools) or "none"
+        raise ScenarioError(f"give --pool: the config has {len(config.pools)} pools ({names})")
+    try:
+        return config.pool(name)
+    except KeyError:
+        names = ", ".join(p.name for p in config.pools) or "none"
+        raise ScenarioError(f"no pool named {name!r} in the config (pools: {names})") from None
+
+
+def pool_price(config: Config, pool: PoolConfig) -> float:
+    size = pool.size[0]
+    price = pool.price_override(size)
+    if price is None and config.providers.simulated is not None:
+        price = config.providers.simulated.prices.get(size)
+    if price is None:
+        price = PRICE_TABLE.get(size)
+    if price is None:
+        raise ScenarioError(f"pool {pool.name}: no price for size {size!r}: set price_hourly_usd")
+    return price
+
+
+def scenario(config: Config, pool: PoolConfig, trace: Trace, seed: int = 0) -> Scenario:
+    quota = None
+    if pool.provider == "simulated" and config.providers.simulated is not None:
+        quota = config.providers.simulated.quota_machines
+    budget = pool.latency_budget_s
+    if budget is None:
+        raise ScenarioError(f"pool {pool.name}: set latency_budget_s (the SLO every policy is judged by)")
+    return Scenario(config, pool, trace, pool_price(config, pool), quota, config.fleet.tick_seconds, budget,
+                    seed)
+
+
+def slo_attainment(scn: Scenario, result: RunResult) -> float:
+    counted = scn.trace.arrival_s >= scn.warmup_s
+    if not counted.any():
+        counted = np.ones(len(scn.trace), dtype=bool)
+    return float(np.mean(result.waits[counted] <= scn.budget_s + 1e-9))
+
+
+def run_policy(scn: Scenario, name: str, progress: Callable[[float], None] | None = None) -> RunResult:
+    if name == "fleet":
+        controller = FleetController(scn.config, scn.pool, scn.price, scn.quota, scn.tick_s)
+        return run(scn.trace, scn.settings, controller, progress, scn.limits.violations)
+    if name == "reactive":
+        controller = ReactiveController(scn.limits, float(scn.pool.slots_per_machine), scn.tick_s)
+        return run(scn.trace, scn.settings, controller, progress, scn.limits.violations)
+    if name == "hpa":
+        controller = HpaController(scn.limits, scn.pool.slots_per_machine, scn.tick_s)
+        return run(scn.trace, scn.settings, controller, progress, scn.limits.violations)
+    if name == "static":
+        return search_static(scn)
+    raise ScenarioError(f"unknown policy {name!r} (one of {', '.join(POLICIES)}, all)")
+
+
+def run_static(scn: Scenario, machines: int) -> RunResult:
+    settings = scn.settings
+    settings = EngineSettings(**{**settings.__dict__, "initial_ready": machines})
+    result = run(scn.trace, settings, StaticController(machines))
+    result.violations = int(machines > scn.pool.max or (scn.quota is not None and machines > scn.quota))
+    return result
+
+
+def search_static(scn: Scenario, bound: LowerBound | None = None) -> RunResult:
+    """The smallest always-on fleet whose SLO attainment is >= 99% (bisection; attainment
+    grows with the fleet), within the pool's max."""
+    bound = bound or lower_bound(scn.trace, scn.pool.slots_per_machine, scn.pool.boot_seconds, scn.price)
+    cap = max(1, scn.pool.max)
+    lo = max(1, min(cap, math.floor(float(scn.trace.mean_busy_slots()) / scn.pool.slots_per_machine)))
+    hi = max(lo, min(cap, int(bound.need.max()) if len(bound.need) else 1))
+    results: dict[int, RunResult] = {}
+
+    def ok(n: int) -> bool:
+        results[n] = results.get(n) or run_static(scn, n)
+        return slo_attainment(scn, results[n]) >= STATIC_TARGET
+
+    while not ok(hi) and hi < cap:
+        lo, hi = hi, min(cap, hi * 2)
+    if not ok(hi):
+        results[hi].notes.append(f"no static fleet up to max={cap} reaches {STATIC_TARGET:.0%}")
+        return results[hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return results[hi]
+
+
+def run_all(scn: Scenario, names: Sequence[str],
+            progress: Callable[[str, float], None] | None = None) -> tuple[list[RunResult], LowerBound]:
+    bound = lower_bound(scn.trace, scn.pool.slots_per_machine, scn.pool.boot_seconds, scn.price)
+    results = []
+    for name in names:
+        step = (lambda f, n=name: progress(n, f)) if progress else None
+        if name == "static":
+            results.append(search_static(scn, bound))
+        else:
+            results.append(run_policy(scn, name, step))
+        if progress:
+            progress(name, 1.0)
+    return results, bound

@@ -1,0 +1,269 @@
+"""The queries the tick needs.  Every write commits at once: the tick's crash
+safety depends on intent being durable before the provider call."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+
+from fleet.model import History, MachineState, PoolHistory
+from fleet.store import tables as t
+from fleet.store.states import check_move
+
+FINAL_STATES = (MachineState.TERMINATED.value,)
+
+
+def to_dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def to_ts(dt: datetime | None) -> float | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+@dataclass(frozen=True)
+class MachineRow:
+    id: int
+    provider: str
+    provider_id: str
+    pool: str
+    state: MachineState
+    size: str
+    region: str
+    price_hourly_usd: float
+    token: str | None
+    created_at: float
+    ready_at: float | None
+    terminating_at: float | None
+    accrued_until: float
+    destroy_attempts: int
+
+    @classmethod
+    def of(cls, r: Any) -> MachineRow:
+        return cls(id=r.id, provider=r.provider, provider_id=r.provider_id, pool=r.pool,
+                   state=MachineState(r.state), size=r.size, region=r.region,
+                   price_hourly_usd=float(r.price_hourly_usd), token=r.token,
+                   created_at=to_ts(r.created_at), ready_at=to_ts(r.ready_at),
+                   terminating_at=to_ts(r.terminating_at), accrued_until=to_ts(r.accrued_until),
+                   destroy_attempts=r.destroy_attempts)
+
+
+@dataclass(frozen=True)
+class ActionRow:
+    id: int
+    token: str
+    pool: str
+    provider: str
+    kind: str
+    count: int
+    size: str | None
+    region: str | None
+    status: str
+    created_at: float
+
+    @classmethod
+    def of(cls, r: Any) -> ActionRow:
+        return cls(id=r.id, token=r.token, pool=r.pool, provider=r.provider, kind=r.kind, count=r.count,
+                   size=r.size, region=r.region, status=r.status, created_at=to_ts(r.created_at))
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # ------------------------------------------------------------ machines
+
+    def machines(self, states: Iterable[MachineState] | None = None) -> list[MachineRow]:
+        query = select(t.machines)
+        if states is not None:
+            query = query.where(t.machines.c.state.in_([s.value for s in states]))
+        with self.engine.connect() as conn:
+            return [MachineRow.of(r) for r in conn.execute(query.order_by(t.machines.c.id))]
+
+    def unfinished_machines(self) -> list[MachineRow]:
+        """Every machine that may still exist at the provider."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.machines).where(t.machines.c.state.notin_(FINAL_STATES))
+                                .order_by(t.machines.c.id))
+            return [MachineRow.of(r) for r in rows]
+
+    def add_machine(self, *, provider: str, provider_id: str, pool: str, state: MachineState, size: str,
+                    region: str, price_hourly_usd: float, token: str | None, spot: bool, created_at: float,
+                    now: float, reason: str) -> int:
+        at = to_dt(now)
+        with self.engine.begin() as conn:
+            machine_id = conn.execute(insert(t.machines).values(
+                provider=provider, provider_id=provider_id, pool=pool, state=state.value, size=size,
+                region=region, price_hourly_usd=Decimal(str(price_hourly_usd)), token=token, spot=spot,
+                created_at=to_dt(created_at), ready_at=at if state is MachineState.READY else None,
+                state_changed_at=at, accrued_until=to_dt(created_at), destroy_attempts=0,
+            )).inserted_primary_key[0]
+            conn.execute(insert(t.machine_events).values(machine_id=machine_id, at=at, from_state=None,
+                                                         to_state=state.value, reason=reason))
+        return machine_id
+
+    def move(self, machine: MachineRow, to_state: MachineState, now: float, reason: str, **fields: Any) -> None:
+        check_move(machine.state, to_state)
+        at = to_dt(now)
+        values: dict[str, Any] = {"state": to_state.value, "state_changed_at": at, **fields}
+        if to_state is MachineState.READY:
+            values.setdefault("ready_at", at)
+        if to_state is MachineState.TERMINATING:
+            values.setdefault("terminating_at", at)
+        if to_state is MachineState.TERMINATED:
+            values.setdefault("terminated_at", at)
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(t.machines).where(and_(
+                t.machines.c.id == machine.id, t.machines.c.state == machine.state.value)).values(**values))
+            if changed.rowcount != 1:
+                raise RuntimeError(f"machine {machine.provider_id} changed under us (expected {machine.state})")
+            conn.execute(insert(t.machine_events).values(machine_id=machine.id, at=at,
+                                                         from_state=machine.state.value,
+                                                         to_state=to_state.value, reason=reason))
+
+    def note_destroy_attempt(self, machine: MachineRow, error: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.machines).where(t.machines.c.id == machine.id).values(
+                destroy_attempts=t.machines.c.destroy_attempts + 1, last_error=error))
+
+    # ------------------------------------------------------------ actions (the intent log)
+
+    def begin_action(self, *, token: str, pool: str, provider: str, kind: str, count: int, now: float,
+                     size: str | None = None, region: str | None = None,
+                     machine_ids: list[str] | None = None) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(insert(t.actions).values(
+                token=token, pool=pool, provider=provider, kind=kind, count=count, size=size, region=region,
+                machine_ids=machine_ids, status="pending", created_at=to_dt(now), launched=0,
+            )).inserted_primary_key[0]
+
+    def finish_action(self, action_id: int, status: str, now: float, outcome: str, launched: int = 0,
+                      size: str | None = None, region: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "finished_at": to_dt(now), "outcome": outcome,
+                                  "launched": launched}
+        if size is not None:
+            values["size"] = size
+        if region is not None:
+            values["region"] = region
+        with self.engine.begin() as conn:
+            conn.execute(update(t.actions).where(t.actions.c.id == action_id).values(**values))
+
+    def pending_actions(self) -> list[ActionRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.actions).where(t.actions.c.status == "pending").order_by(t.actions.c.id))
+            return [ActionRow.of(r) for r in rows]
+
+    def reusable_create_token(self, pool: str, count: int, since: float) -> str | None:
+        """The token of a recent create whose outcome was never recorded (a crash), for the same
+        count: reusing it makes the retry idempotent where the provider dedupes (EC2 ClientToken)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.actions.c.token).where(and_(
+                t.actions.c.pool == pool, t.actions.c.kind == "create", t.actions.c.status == "lost",
+                t.actions.c.count == count, t.actions.c.created_at >= to_dt(since),
+            )).order_by(t.actions.c.id.desc()).limit(1)).first()
+            return row.token if row else None
+
+    def retire_token(self, token: str, now: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.actions).where(and_(t.actions.c.token == token, t.actions.c.status == "lost"))
+                         .values(status="retired", finished_at=to_dt(now)))
+
+    # ------------------------------------------------------------ decisions and history
+
+    def record_decisions(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(t.decisions), rows)
+
+    def history(self, pools: Mapping[str, float], now: float) -> History:
+        """Cooldown and stabilization inputs per pool; `pools` maps a pool to how far back to look."""
+        out: dict[str, PoolHistory] = {}
+        with self.engine.connect() as conn:
+            for pool, lookback in pools.items():
+                last: dict[str, float | None] = {}
+                for kind in ("create", "destroy"):
+                    row = conn.execute(select(func.max(t.actions.c.created_at)).where(and_(
+                        t.actions.c.pool == pool, t.actions.c.kind == kind,
+                        t.actions.c.status.in_(("done", "partial", "adopted", "pending")),
+                    ))).scalar()
+                    last[kind] = to_ts(row)
+                since = to_dt(now - lookback)
+                recs = conn.execute(select(t.decisions.c.at, t.decisions.c.recommendation,
+                                           t.decisions.c.demand_sample)
+                                    .where(and_(t.decisions.c.pool == pool, t.decisions.c.at >= since,
+                                                t.decisions.c.held.is_(False)))
+                                    .order_by(t.decisions.c.at)).all()
+                out[pool] = PoolHistory(
+                    last_scale_up_at=last["create"], last_scale_down_at=last["destroy"],
+                    recommendations=tuple((to_ts(r.at), r.recommendation) for r in recs),
+                    demand=tuple((to_ts(r.at), r.demand_sample) for r in recs if r.demand_sample is not None),
+                )
+        return History(pools=out)
+
+    def recent_decisions(self, pool: str | None, limit: int) -> list[dict[str, Any]]:
+        query = select(t.decisions).order_by(t.decisions.c.id.desc()).limit(limit)
+        if pool is not None:
+            query = query.where(t.decisions.c.pool == pool)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    # ------------------------------------------------------------ spend
+
+    def accrue(self, machine: MachineRow, until: float, min_seconds: float | None = None) -> None:
+        """Charge `machine` from where it was last charged up to `until`, in per-hour ledger rows.
+
+        With `min_seconds` (the machine is gone), also charge up to the provider's minimum.
+        """
+        start = machine.accrued_until
+        end = max(until, start)
+        if min_seconds is not None:
+            end = max(end, machine.created_at + min_seconds)
+        if end <= start:
+            return
+        price = Decimal(str(machine.price_hourly_usd))
+        with self.engine.begin() as conn:
+            cursor = start
+            while cursor < end:
+                hour = math.floor(cursor / 3600.0) * 3600.0
+                stop = min(end, hour + 3600.0)
+                seconds = stop - cursor
+                amount = (price * Decimal(str(seconds)) / Decimal(3600)).quantize(Decimal("0.000001"))
+                key = and_(t.spend_ledger.c.machine_id == machine.id, t.spend_ledger.c.hour_start == to_dt(hour))
+                changed = conn.execute(update(t.spend_ledger).where(key).values(
+                    seconds=t.spend_ledger.c.seconds + seconds,
+                    amount_usd=t.spend_ledger.c.amount_usd + amount)).rowcount
+                if not changed:
+                    conn.execute(insert(t.spend_ledger).values(machine_id=machine.id, pool=machine.pool,
+                                                               hour_start=to_dt(hour), seconds=seconds,
+                                                               amount_usd=amount))
+                cursor = stop
+            conn.execute(update(t.machines).where(t.machines.c.id == machine.id).values(accrued_until=to_dt(end)))
+
+    def spend_since(self, since: float) -> dict[str, Decimal]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.spend_ledger.c.pool, func.sum(t.spend_ledger.c.amount_usd))
+                                .where(t.spend_ledger.c.hour_start >= to_dt(since))
+                                .group_by(t.spend_ledger.c.pool)).all()
+        out: dict[str, Decimal] = defaultdict(Decimal)
+        for pool, amount in rows:
+            out[pool] += Decimal(str(amount or 0))
+        return dict(out)
+
+
+def month_start(now: float) -> float:
+    dt = to_dt(now)
+    return datetime(dt.year, dt.month, 1, tzinfo=UTC).timestamp()
+
+
+__all__ = ["Store", "MachineRow", "ActionRow", "month_start", "to_dt", "to_ts"]
