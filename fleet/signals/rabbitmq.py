@@ -14,16 +14,21 @@ Credentials: the user and password in the URLs, the password replaced by the env
 
 from __future__ import annotations
 
+import logging
 import os
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from fleet.config import RabbitMQSource
 from fleet.signals.base import SourceReading
 from fleet.signals.http_json import finite_number, http_failure, public_url, redact
+
+# pika logs every failed connection at ERROR with a traceback; the reading carries the reason.
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def vhost_of(amqp_url: str) -> str:
@@ -83,7 +88,7 @@ def _read_amqp(cfg: RabbitMQSource, password: str | None) -> tuple[float, float 
         return f"{what}: authentication failed: {exc}"
     except pika.exceptions.ProbableAccessDeniedError as exc:
         return f"{what}: access denied (vhost {params.virtual_host!r}): {exc}"
-    except pika.exceptions.AMQPConnectionError as exc:
+    except (pika.exceptions.AMQPConnectionError, AMQPConnectorException) as exc:
         reason = repr(exc)
         if "Timeout" in reason or "timed out" in reason:
             return f"{what}: timed out after {cfg.timeout_s:g}s: {reason}"
