@@ -339,11 +339,14 @@ class Controller:
 
     def _create(self, pool: PoolConfig, action: CreateAction, now: float, result: TickResult) -> str:
         provider = self.providers[pool.provider]
-        token = self.store.reusable_create_token(pool.name, action.count, now - TOKEN_REUSE_S) or \
-            f"{pool.name[:20]}-{secrets.token_hex(5)}"
-        action_id = self.store.begin_action(token=token, pool=pool.name, provider=pool.provider, kind="create",
-                                            count=action.count, now=now, size=action.size, region=action.region)
-        self.store.retire_token(token, now)
+        token = self.store.reopen_lost_create(pool.name, action.count, now - TOKEN_REUSE_S, now)
+        if token is not None:
+            action_id = self.store.action_id(token)
+        else:
+            token = f"{pool.name[:20]}-{secrets.token_hex(5)}"
+            action_id = self.store.begin_action(token=token, pool=pool.name, provider=pool.provider,
+                                                kind="create", count=action.count, now=now, size=action.size,
+                                                region=action.region)
         notes = result.notes.setdefault(pool.name, [])
         try:
             launched = provider.create(LaunchSpec(target=launch_target(self.config, pool), count=action.count,

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.db_fixtures import database_url  # noqa: F401  (one store suite: SQLite and PostgreSQL)
+
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:

@@ -164,20 +164,24 @@ class Store:
             rows = conn.execute(select(t.actions).where(t.actions.c.status == "pending").order_by(t.actions.c.id))
             return [ActionRow.of(r) for r in rows]
 
-    def reusable_create_token(self, pool: str, count: int, since: float) -> str | None:
-        """The token of a recent create whose outcome was never recorded (a crash), for the same
-        count: reusing it makes the retry idempotent where the provider dedupes (EC2 ClientToken)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.actions.c.token).where(and_(
+    def reopen_lost_create(self, pool: str, count: int, since: float, now: float) -> str | None:
+        """Reopen a recent create whose outcome was never recorded (a crash) and whose machines
+        never appeared, for the same count, and return its token.  Retrying under the same token
+        is idempotent where the provider dedupes (EC2 ClientToken) and adoptable everywhere."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.actions.c.id, t.actions.c.token).where(and_(
                 t.actions.c.pool == pool, t.actions.c.kind == "create", t.actions.c.status == "lost",
                 t.actions.c.count == count, t.actions.c.created_at >= to_dt(since),
             )).order_by(t.actions.c.id.desc()).limit(1)).first()
-            return row.token if row else None
+            if row is None:
+                return None
+            conn.execute(update(t.actions).where(t.actions.c.id == row.id).values(
+                status="pending", finished_at=None, outcome=f"retried at {to_dt(now).isoformat()}"))
+            return row.token
 
-    def retire_token(self, token: str, now: float) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(t.actions).where(and_(t.actions.c.token == token, t.actions.c.status == "lost"))
-                         .values(status="retired", finished_at=to_dt(now)))
+    def action_id(self, token: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.actions.c.id).where(t.actions.c.token == token)).scalar_one()
 
     # ------------------------------------------------------------ decisions and history
 

@@ -1,0 +1,262 @@
+"""The tick end to end on a virtual clock: the embedded cloud, a real database
+(SQLite and PostgreSQL), crash injection at every step of a scale-up and a scale-down."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from fleet.model import MachineState
+from fleet.store import tables as t
+from fleet.store.repo import Store
+from tests.tick_helpers import make_rig
+
+
+class Crash(Exception):
+    """Stands for the process dying: not a ProviderError, so nothing in the tick catches it."""
+
+
+def live_db_ids(store: Store) -> set[str]:
+    return {m.provider_id for m in store.unfinished_machines()}
+
+
+def table_counts(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return {name: conn.execute(select(func.count()).select_from(tab)).scalar()
+                for name, tab in t.metadata.tables.items()}
+
+
+def test_example_scales_up_then_down_after_cooldown_and_stabilization(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, max_hourly_usd=100.0, budget=100.0)
+    ctl = rig.controller()
+    rig.set(queue=12)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert plan.desired == 3 and len(rig.cloud_ids()) == 3
+
+    rig.set(queue=100)  # wants 25: the step limit allows +max(4, 100% of 3) = +4 a tick, max is 10
+    rig.clock.advance(15)
+    assert ctl.tick().plan.pool("imagegen").desired == 3  # scale-up cooldown (30 s)
+    rig.clock.advance(16)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert plan.desired == 7 and any(r.code == "step_limit" for r in plan.reasons)
+    rig.clock.advance(31)
+    assert ctl.tick().plan.pool("imagegen").desired == 10  # max
+    last_up = rig.clock.now
+
+    rig.set(queue=0)
+    down_at = None
+    for _ in range(60):
+        rig.clock.advance(15)
+        plan = ctl.tick().plan.pool("imagegen")
+        if plan.desired < 10:
+            down_at = rig.clock.now
+            break
+    assert down_at is not None
+    # not before the cooldown since the last scale-up, nor before the high recommendations leave the window
+    assert down_at - last_up >= 300
+    assert plan.desired == 0  # straight to min
+    assert len(rig.cloud_ids()) == 0
+    rig.clock.advance(15)
+    ctl.tick()
+    assert live_db_ids(ctl.store) == set()
+
+
+def test_example_config_budget_cap_clamps_and_names_the_cap(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)  # pool max_hourly_usd = 20: five H100s at $3.39
+    ctl = rig.controller()
+    rig.set(queue=40)
+    ctl.tick()
+    rig.clock.advance(31)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert plan.desired == 5
+    assert any(r.code == "budget" and "max_hourly_usd=20" in r.message for r in plan.reasons)
+    assert sum(m.price_hourly_usd for m in rig.cloud.all_machines()) <= 20.0
+
+
+def test_plan_changes_nothing(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    ctl = rig.controller()
+    rig.set(queue=12)
+    ctl.tick()
+    rig.clock.advance(200)
+    rig.set(queue=40)
+    before = table_counts(ctl.store)
+    cloud_before = rig.cloud_ids()
+    calls_before = len(rig.cloud.calls)
+    result = rig.controller().tick(dry_run=True)
+    assert result.plan.pool("imagegen").actions  # it would act...
+    assert table_counts(ctl.store) == before  # ...but wrote nothing
+    assert rig.cloud_ids() == cloud_before
+    assert set(rig.cloud.calls[calls_before:]) <= {"list"}
+
+
+def test_missing_or_corrupt_signal_holds_the_pool(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_down_cooldown_s=0, scale_down_stabilization_s=0)
+    ctl = rig.controller()
+    rig.set(queue=12)
+    ctl.tick()
+    rig.signals.write_text("{not json")
+    rig.clock.advance(60)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert plan.desired == 3 and not plan.actions
+    assert any("not valid JSON" in r.message for r in plan.reasons)
+    rig.signals.unlink()
+    rig.clock.advance(60)
+    assert ctl.tick().plan.pool("imagegen").desired == 3
+    assert len(rig.cloud_ids()) == 3
+
+
+def test_foreign_tagged_machine_is_adopted_and_vanished_one_closed(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    ctl = rig.controller()
+    rig.set(queue=4)
+    ctl.tick()
+    orphan = rig.cloud.add_foreign_machine("demo", "imagegen")  # ours by tag, unknown to the database
+    other = rig.cloud.add_foreign_machine("other-fleet", "imagegen")
+    (mine,) = rig.cloud_ids() - {orphan, other}
+    rig.cloud.destroy([mine])  # deleted behind our back
+    rig.clock.advance(120)
+    ctl.tick()
+    ids = live_db_ids(ctl.store)
+    assert orphan in ids and other not in ids and mine not in ids
+
+
+def test_spend_ledger_per_second_with_minimum(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_down_cooldown_s=0, scale_down_stabilization_s=0,
+                   scale_up_cooldown_s=0)
+    ctl = rig.controller()
+    rig.set(queue=4)
+    ctl.tick()
+    rig.clock.advance(7200)  # 2 h at $3.39
+    ctl.tick()
+    assert ctl.spend_month_to_date()["imagegen"] == pytest.approx(2 * 3.39, abs=1e-4)
+    rig.set(queue=0)
+    rig.clock.advance(15)
+    ctl.tick()  # destroyed here: billing stops at the destroy
+    rig.clock.advance(3600)
+    ctl.tick()
+    assert ctl.spend_month_to_date()["imagegen"] == pytest.approx(3.39 * (7215 / 3600), abs=1e-4)
+    # a machine that lives 10 s is billed the 60 s minimum
+    rig.set(queue=4)
+    ctl.tick()
+    rig.set(queue=0)
+    rig.clock.advance(10)
+    ctl.tick()
+    rig.clock.advance(15)
+    ctl.tick()
+    assert ctl.spend_month_to_date()["imagegen"] == pytest.approx(3.39 * (7215 + 60) / 3600, abs=1e-4)
+
+
+# ---------------------------------------------------------------- crash safety
+
+
+class CrashingCloud:
+    """Delegates to the embedded cloud; crashes once, before or after a chosen call."""
+
+    def __init__(self, inner, call: str, when: str):
+        self.inner, self.call, self.when = inner, call, when
+        self.name, self.billing = inner.name, inner.billing
+        self.armed = True
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    def _wrap(self, call, *args):
+        fire = self.armed and call == self.call
+        if fire and self.when == "before":
+            self.armed = False
+            raise Crash(f"before {call}")
+        result = getattr(self.inner, call)(*args)
+        if fire and self.when == "after":
+            self.armed = False
+            raise Crash(f"after {call}")
+        return result
+
+    def create(self, spec):
+        return self._wrap("create", spec)
+
+    def destroy(self, ids):
+        return self._wrap("destroy", ids)
+
+    def list_instances(self, fleet):
+        return self.inner.list_instances(fleet)
+
+
+def crash_store_once(monkeypatch, method: str) -> None:
+    original = getattr(Store, method)
+    state = {"armed": True}
+
+    def crashing(self, *args, **kwargs):
+        if state["armed"]:
+            state["armed"] = False
+            raise Crash(f"in Store.{method}")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, method, crashing)
+
+
+SCALE_UP_CRASHES = [
+    ("provider", "create", "before"),  # intent written, call never made
+    ("provider", "create", "after"),  # machines made, response lost before the database saw it
+    ("store", "add_machine", None),  # likewise, inside the recording
+    ("store", "finish_action", None),  # machines recorded, outcome not
+]
+SCALE_DOWN_CRASHES = [
+    ("store", "move", None),  # destroy intent written, machines not yet marked
+    ("provider", "destroy", "before"),  # marked TERMINATING, call never made
+    ("provider", "destroy", "after"),  # destroyed, outcome not recorded
+]
+
+
+def _converge(rig, ctl, ticks: int = 4) -> None:
+    for _ in range(ticks):
+        rig.clock.advance(15)
+        ctl.tick()
+
+
+@pytest.mark.parametrize(("where", "call", "when"), SCALE_UP_CRASHES)
+def test_crash_during_scale_up_converges(database_url, tmp_path, monkeypatch, where, call, when):
+    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0)
+    rig.set(queue=12)
+    if where == "provider":
+        crashing = CrashingCloud(rig.cloud, call, when)
+        from fleet.controller import Controller
+
+        ctl = Controller(rig.config, providers={"simulated": crashing}, clock=rig.clock)
+    else:
+        ctl = rig.controller()
+        crash_store_once(monkeypatch, call)
+    with pytest.raises(Crash):
+        ctl.tick()
+    monkeypatch.undo()
+    fresh = rig.controller()
+    _converge(rig, fresh)
+    assert len(rig.cloud_ids()) == 3, "no machine created twice, none missing"
+    assert live_db_ids(fresh.store) == rig.cloud_ids(), "the database believes exactly what exists"
+
+
+@pytest.mark.parametrize(("where", "call", "when"), SCALE_DOWN_CRASHES)
+def test_crash_during_scale_down_converges(database_url, tmp_path, monkeypatch, where, call, when):
+    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0, scale_down_cooldown_s=0,
+                   scale_down_stabilization_s=0)
+    rig.set(queue=12)
+    rig.controller().tick()
+    assert len(rig.cloud_ids()) == 3
+    rig.set(queue=4)
+    rig.clock.advance(15)
+    if where == "provider":
+        from fleet.controller import Controller
+
+        ctl = Controller(rig.config, providers={"simulated": CrashingCloud(rig.cloud, call, when)}, clock=rig.clock)
+    else:
+        ctl = rig.controller()
+        crash_store_once(monkeypatch, call)
+    with pytest.raises(Crash):
+        ctl.tick()
+    monkeypatch.undo()
+    fresh = rig.controller()
+    _converge(rig, fresh)
+    assert len(rig.cloud_ids()) == 1
+    assert live_db_ids(fresh.store) == rig.cloud_ids()
+    states = {m.provider_id: m.state for m in fresh.store.unfinished_machines()}
+    assert set(states.values()) <= {MachineState.BOOTING, MachineState.READY}

@@ -1,0 +1,76 @@
+"""A controller on a virtual clock and the embedded cloud, for tick-level tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet.config import Config, parse_config
+from fleet.controller import Controller
+from providers.simulated import SimulatedCloud
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+@dataclass
+class Clock:
+    now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def demo_config(database_url: str, signals_path: Path, **pool: Any) -> Config:
+    """config.example.toml's pool, with the queue read from a file the test writes."""
+    budget = pool.pop("budget", 40.0)
+    data: dict[str, Any] = {
+        "fleet": {"name": "demo", "database_url": database_url, "tick_seconds": 15, "metrics_port": 0},
+        "budget": {"max_hourly_usd": budget} if budget is not None else {},
+        "providers": {"simulated": {}},
+        "pools": [{
+            "name": "imagegen", "provider": "simulated", "size": "gpu-h100x1-80gb", "region": "tor1",
+            "min": 0, "max": 10, "max_hourly_usd": 20.0, "boot_seconds": 180, "max_boot_seconds": 900,
+            "scale_up_cooldown_s": 30, "scale_down_cooldown_s": 300, "scale_down_stabilization_s": 300,
+            "signals": [
+                {"kind": "queue_depth", "target_per_machine": 4,
+                 "source": {"type": "file", "path": str(signals_path), "key": "queue"}},
+            ],
+            **pool,
+        }],
+    }
+    return parse_config(data)
+
+
+def write_signals(path: Path, **values: Any) -> None:
+    path.write_text(json.dumps(values))
+
+
+@dataclass
+class Rig:
+    config: Config
+    clock: Clock
+    cloud: SimulatedCloud
+    signals: Path
+
+    def controller(self, **kw: Any) -> Controller:
+        """A fresh controller on the same database and cloud (what a restart gives)."""
+        return Controller(self.config, providers={"simulated": self.cloud}, clock=self.clock, **kw)
+
+    def set(self, **values: Any) -> None:
+        write_signals(self.signals, **values)
+
+    def cloud_ids(self) -> set[str]:
+        return {m.id for m in self.cloud.all_machines()}
+
+
+def make_rig(database_url: str, tmp_path: Path, **pool: Any) -> Rig:
+    clock = Clock()
+    signals = tmp_path / "signals.json"
+    write_signals(signals, queue=0)
+    cfg = demo_config(database_url, signals, **pool)
+    return Rig(config=cfg, clock=clock, cloud=SimulatedCloud(clock=clock), signals=signals)
