@@ -1,0 +1,197 @@
+"""`prometheus` against a real Prometheus scraping DCGM- and vLLM-format metrics served
+by the test (tests/prometheus_harness.py), plus a local server for auth and shapes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fleet.config import PrometheusSource
+from fleet.signals import read_source
+from fleet.signals.prometheus import build_queries
+from tests.prometheus_harness import Exporter, JsonResponder, PrometheusServer, Route, sample, silent_port
+from tests.servers import free_port, need_binary
+
+pytestmark = pytest.mark.prometheus
+WEIRD = 'we"ird\\name'  # a label value that needs escaping in PromQL
+STALE_AGE_S = 90
+
+
+def exposition(now_s: float) -> list[str]:
+    gpu = [("a", "0", 40, 20000, 60000), ("a", "1", 60, 40000, 40000), ("b", "0", 90, 1000, 79000),
+           ("zero", "0", 0, 0, 0)]
+    lines = ["# TYPE DCGM_FI_DEV_GPU_UTIL gauge"]
+    for pool, index, util, used, free in gpu:
+        labels = {"gpu": index, "UUID": f"GPU-{pool}-{index}", "modelName": "NVIDIA H100 80GB HBM3",
+                  "Hostname": f"{pool}-host", "pool": pool}
+        lines += [sample("DCGM_FI_DEV_GPU_UTIL", labels, util), sample("DCGM_FI_DEV_FB_USED", labels, used),
+                  sample("DCGM_FI_DEV_FB_FREE", labels, free)]
+    vllm = [("llama", 5, 3, 0.42, 0.99), ("legacy", 1, 2, None, 0.7), (WEIRD, 4, 0, 0.1, None),
+            ("half", 2, None, None, None)]
+    for model, waiting, running, kv, old_kv in vllm:
+        labels = {"model_name": model, "engine": "0"}
+        lines.append(sample("vllm:num_requests_waiting", labels, waiting))
+        if running is not None:
+            lines.append(sample("vllm:num_requests_running", labels, running))
+        if kv is not None:
+            lines.append(sample("vllm:kv_cache_usage_perc", labels, kv))
+        if old_kv is not None:
+            lines.append(sample("vllm:gpu_cache_usage_perc", labels, old_kv))
+    lines += [
+        sample("nv_inference_pending_request_count", {"model": "resnet", "version": "1"}, 6),
+        sample("nv_inference_pending_request_count", {"model": "bert", "version": "1"}, 2),
+        sample("tgi_queue_size", {"pool": "tgi"}, 11),
+        sample("fleet_test_nan", {"pool": "a"}, "NaN"),
+        sample("fleet_test_multi", {"shard": "0"}, 1),
+        sample("fleet_test_multi", {"shard": "1"}, 2),
+        # an exporter that stamps its own samples, last updated 90 s ago
+        sample("fleet_test_stale", {"pool": "a"}, 5, int((now_s - STALE_AGE_S) * 1000)),
+    ]
+    return lines
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory):
+    binary = need_binary("prometheus", "Prometheus tests (apt-get install -y prometheus)")
+    with Exporter(exposition(time.time())) as exporter:
+        server = PrometheusServer(binary, tmp_path_factory.mktemp("prometheus"), exporter.target)
+        server.start()
+        try:
+            server.wait_for("fleet_test_stale")  # one scrape carries every series
+            yield server
+        finally:
+            server.stop()
+
+
+def preset(prom: PrometheusServer, name: str, **selector: str) -> PrometheusSource:
+    return PrometheusSource(type="prometheus", url=prom.url, preset=name, selector=selector)
+
+
+def query(url: str, promql: str, **kw) -> PrometheusSource:
+    return PrometheusSource(type="prometheus", url=url, query=promql, **kw)
+
+
+@pytest.mark.parametrize(("name", "selector", "expected"), [
+    ("dcgm_gpu_utilization", {"pool": "a"}, 0.5),  # avg(40, 60) / 100
+    ("dcgm_gpu_utilization", {"pool": "b"}, 0.9),
+    ("dcgm_memory_used_fraction", {"pool": "a"}, 0.375),  # 60000 / (60000 + 100000)
+    ("vllm_queue", {"model_name": "llama"}, 8.0),  # waiting 5 + running 3
+    ("vllm_queue", {"model_name": WEIRD}, 4.0),
+    ("vllm_kv_cache", {"model_name": "llama"}, 0.42),  # the new metric wins over the deprecated one
+    ("vllm_kv_cache", {"model_name": "legacy"}, 0.7),  # only the deprecated one exists
+    ("triton_queue", {"model": "resnet"}, 6.0),
+    ("triton_queue", {}, 8.0),
+    ("tgi_queue", {"pool": "tgi"}, 11.0),
+])
+def test_presets_read_the_scraped_values(prom, name, selector, expected):
+    reading = read_source(preset(prom, name, **selector))
+    assert reading.error is None
+    assert reading.value == pytest.approx(expected)
+    assert reading.age_s is not None and 0 <= reading.age_s < 10  # scraped every second
+    assert reading.source.startswith(f"prometheus {name}") and reading.source.endswith(f"@ {prom.url}")
+
+
+def test_selector_values_are_escaped():
+    cfg = PrometheusSource(type="prometheus", url="http://p:9090", preset="tgi_queue", selector={"model": WEIRD})
+    assert build_queries(cfg)[0] == 'sum(tgi_queue_size{model="we\\"ird\\\\name"})'
+
+
+def test_a_preset_with_a_missing_half_is_missing_not_partial(prom):
+    reading = read_source(preset(prom, "vllm_queue", model_name="half"))  # no running gauge
+    assert reading.value is None
+    assert "no data" in reading.error
+
+
+def test_zero_total_memory_is_nan_and_missing(prom):
+    reading = read_source(preset(prom, "dcgm_memory_used_fraction", pool="zero"))  # 0 / (0 + 0)
+    assert reading.value is None
+    assert "NaN" in reading.error
+
+
+def test_unknown_selector_is_empty_and_missing(prom):
+    reading = read_source(preset(prom, "dcgm_gpu_utilization", pool="nowhere"))
+    assert reading.value is None
+    assert "query returned no data (empty result)" in reading.error
+
+
+def test_custom_queries(prom):
+    raw = read_source(query(prom.url, 'tgi_queue_size{pool="tgi"}'))
+    assert raw.value == 11.0 and raw.age_s is not None and raw.age_s < 10
+    scalar = read_source(query(prom.url, "scalar(sum(fleet_test_multi))"))
+    assert (scalar.value, scalar.error, scalar.age_s) == (3.0, None, None)  # a scalar has no sample age
+
+
+@pytest.mark.parametrize(("promql", "reason"), [
+    ("fleet_test_multi", "query returned 2 series; aggregate it, e.g. sum(...)"),
+    ("fleet_test_absent_metric", "query returned no data (empty result)"),
+    ("fleet_test_nan", "NaN"),
+    ("sum(", "HTTP 400 bad_data"),
+    ("fleet_test_multi[1m]", "query returned a matrix"),
+    ('"text"', "query returned a string"),
+    ("1/0", "query returned +Inf"),
+])
+def test_queries_that_do_not_give_one_number_are_missing(prom, promql, reason):
+    reading = read_source(query(prom.url, promql))
+    assert reading.value is None
+    assert reason in reading.error
+
+
+def test_a_sample_older_than_max_age_is_missing(prom):
+    fresh_enough = read_source(query(prom.url, "fleet_test_stale", max_age_s=600))
+    assert fresh_enough.value == 5.0
+    assert STALE_AGE_S - 1 <= fresh_enough.age_s < STALE_AGE_S + 60  # the sample's own time, not "now"
+    stale = read_source(query(prom.url, "fleet_test_stale", max_age_s=30))
+    assert stale.value is None
+    assert "stale" in stale.error and "max_age_s=30" in stale.error
+
+
+def test_server_down_is_missing():
+    reading = read_source(query(f"http://127.0.0.1:{free_port()}", "up"))
+    assert reading.value is None
+    assert "cannot connect" in reading.error
+
+
+def test_a_server_that_never_answers_times_out_within_the_bound():
+    with silent_port() as port:
+        started = time.monotonic()
+        reading = read_source(query(f"http://127.0.0.1:{port}", "up", timeout_s=0.3))
+        elapsed = time.monotonic() - started
+    assert reading.value is None
+    assert "timed out after 0.3s" in reading.error
+    assert elapsed < 2.0
+
+
+PROM_ONE = {"status": "success", "data": {"resultType": "vector",
+                                          "result": [{"metric": {}, "value": [1700000000.0, "7"]}]}}
+
+
+def test_token_headers_and_server_timeout_are_sent_and_the_token_never_shown(monkeypatch):
+    # Prometheus itself checks no bearer token, so a local server records what is sent.
+    monkeypatch.setenv("PROM_TOKEN", "t0ken-abc")
+    with JsonResponder({"/api/v1/query": Route(body=PROM_ONE)}) as server:
+        cfg = query(server.url, "sum(x)", token_env="PROM_TOKEN", headers={"X-Scope-OrgID": "ml"},
+                    max_age_s=1e12, timeout_s=2.5)
+        reading = read_source(cfg)
+    assert reading.value == 7.0
+    first = server.requests[0]
+    assert first.headers["authorization"] == "Bearer t0ken-abc"
+    assert first.headers["x-scope-orgid"] == "ml"
+    assert "timeout=2500ms" in first.path
+    assert "t0ken-abc" not in reading.source
+
+
+def test_unauthorized_and_unset_token_are_missing(monkeypatch):
+    monkeypatch.delenv("PROM_TOKEN", raising=False)
+    with JsonResponder({"/api/v1/query": Route(status=401, raw=b"Unauthorized")}) as server:
+        unset = read_source(query(server.url, "sum(x)", token_env="PROM_TOKEN"))
+        assert unset.value is None and "PROM_TOKEN" in unset.error and server.requests == []
+        denied = read_source(query(server.url, "sum(x)"))
+    assert denied.value is None and "HTTP 401" in denied.error
+
+
+def test_config_rejects_a_selector_with_a_custom_query_and_bad_label_names():
+    with pytest.raises(ValueError, match="presets only"):
+        PrometheusSource(type="prometheus", url="http://p", query="up", selector={"pool": "a"})
+    with pytest.raises(ValueError, match="label names"):
+        PrometheusSource(type="prometheus", url="http://p", preset="tgi_queue", selector={"bad-name": "a"})
