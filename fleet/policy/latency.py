@@ -37,6 +37,10 @@ HOLD_BOOTS = 1.0  # keep capacity this many boot times after it was last needed
 BETA = 1.0  # square-root staffing margin, in sqrt(machines)
 RISE_QUANTILE = 0.99  # of past rises within one boot time
 HISTORY_BOOTS = 20.0  # history read: this many boot times (at least an hour)
+EVIDENCE_BOOTS = 3.0  # no scale-down before the history covers this many boot times
+PERSIST = True
+BACKLOG_FACTOR = 3.0
+BACKLOG_SLACK = 2.0  # count demand seen on two consecutive reads
 _EPS = 1e-9
 
 
@@ -55,28 +59,51 @@ def history_window_s(pool: PoolConfig) -> float:
 
 
 def _demand(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading]) -> float | None:
-    """Work in the pool now, in machines; None when no reading says."""
+    """Work in the pool now, in machines; None when no reading says.
+
+    Queued items are counted one slot each, but at most BACKLOG_FACTOR times the machines
+    that are busy (plus BACKLOG_SLACK): a queue says capacity is short, not by how much (the
+    readings carry no per-item time), and one machine per queued item over-launches in a burst.
+    A shortfall that lasts raises the count again next tick, geometrically."""
     slots = pool.slots_per_machine
     queue = next((r.value for r in readings if r.kind == "queue_depth" and r.value is not None), None)
-    if queue is not None:
-        return max(0.0, queue) / slots
     util = next((r.value for r in readings if r.kind == "gpu_utilization" and r.value is not None), None)
-    if util is not None:
-        return max(0.0, util) * view.ready
-    return None
+    busy = None if util is None else max(0.0, util) * view.ready
+    if queue is None:
+        return busy
+    x = max(0.0, queue) / slots
+    if busy is not None:
+        x = min(x, BACKLOG_FACTOR * busy + BACKLOG_SLACK)
+    else:
+        x = min(x, BACKLOG_FACTOR * view.capacity + BACKLOG_SLACK)
+    return x
 
 
-def _rise_quantile(values: np.ndarray, steps: int) -> float:
-    """The RISE_QUANTILE of max(x[i..i+steps]) - x[i] over the samples."""
-    n = len(values)
-    if n <= steps or steps < 1:
+def _window_max(values: np.ndarray, steps: int, ahead: bool) -> np.ndarray:
+    """max(values[i+1 .. i+steps]) (ahead) or max(values[i-steps+1 .. i]) (behind), for every i
+    whose window is complete; entry k belongs to i = k (behind: i = k + steps - 1)."""
+    n = len(values) - steps + (0 if ahead else 1)
+    if n <= 0:
+        return np.empty(0)
+    first = 1 if ahead else 0
+    out = values[first: first + n].copy()
+    for j in range(1, steps):
+        np.maximum(out, values[first + j: first + j + n], out=out)
+    return out
+
+
+def excess_quantile(values: np.ndarray, hold_steps: int, ahead_steps: int, q: float) -> float:
+    """The q-quantile, over the recorded samples, of how far demand in the next `ahead_steps`
+    rose above the hold (the max of the last `hold_steps`): what capacity kept by the hold
+    alone would have missed.  0 with too little history."""
+    behind = _window_max(values, hold_steps, ahead=False)  # behind[k] is the hold at i = k + hold_steps - 1
+    future = _window_max(values, ahead_steps, ahead=True)  # future[i] for i = 0 .. n - ahead_steps - 1
+    lo = hold_steps - 1
+    m = len(future) - lo
+    if m <= 0:
         return 0.0
-    ahead = values[: n - steps].copy()
-    base = values[: n - steps]
-    for j in range(1, steps + 1):
-        np.maximum(ahead, values[j: n - steps + j], out=ahead)
-    rises = ahead - base
-    return float(np.quantile(rises, RISE_QUANTILE))
+    excess = future[lo: lo + m] - behind[:m]
+    return max(0.0, float(np.quantile(excess, q)))
 
 
 def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading], history: PoolHistory,
@@ -90,24 +117,31 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     window = history_window_s(pool)
     past = [(t, v) for t, v in history.demand if now - window <= t < now]
     times = np.fromiter((t for t, _ in past), float, len(past))
-    values = np.fromiter((v for _, v in past), float, len(past))
-    # hold: the highest demand of the last HOLD_BOOTS boot times, now included
-    recent = values[times >= now - HOLD_BOOTS * boot]
-    hold = max(x, float(recent.max())) if len(recent) else x
-    # headroom: how far demand rose within one boot (plus a tick) in the recorded history
-    rise = 0.0
-    growth = 0.0
+    raw = np.append(np.fromiter((v for _, v in past), float, len(past)), x)
+    # Demand seen on two reads in a row: a burst the ready slots clear within a tick is not a
+    # reason to boot machines (one machine per queued item over-launches); a shortfall that lasts is.
+    values = np.minimum(raw, np.append(raw[:1], raw[:-1])) if PERSIST else raw
+    x_eff = float(values[-1])
+    hold_s = HOLD_BOOTS * boot
+    # hold: the highest demand of the last hold window, now included (ski rental)
+    recent = values[:-1][times >= now - hold_s]
+    hold = max(x_eff, float(recent.max())) if len(recent) else x_eff
+    # headroom: how far demand rose above such a hold within one boot (and a tick), as recorded
+    excess = 0.0
     if len(past) >= 2:
-        dt = (times[-1] - times[0]) / (len(times) - 1)
-        steps = max(1, math.ceil((boot + dt) / dt - _EPS)) if dt > 0 else 1
-        rise = _rise_quantile(np.append(values, x), steps)
-        before = values[times <= now - boot]
-        if len(before):
-            growth = max(0.0, x - float(before[-1]))
-    headroom = max(BETA * math.sqrt(hold), rise, growth)
+        dt = max((times[-1] - times[0]) / (len(times) - 1), 1e-3)
+        hold_steps = max(1, round(hold_s / dt) + 1)
+        ahead_steps = max(1, math.ceil((boot + dt) / dt - _EPS))
+        excess = excess_quantile(values, hold_steps, ahead_steps, RISE_QUANTILE)
+    slots = pool.slots_per_machine
+    noise = BETA * math.sqrt(hold * slots) / slots  # square-root staffing, counted in slots
+    headroom = max(noise, excess)
     desired = max(0, math.ceil(hold + headroom - _EPS))
-    reasons = (Reason("latency", f"demand {x:.2f} machines, hold {hold:.2f} (max of last "
-                                 f"{HOLD_BOOTS * boot:g}s), headroom {headroom:.2f} "
-                                 f"(sqrt staffing {BETA * math.sqrt(hold):.2f}, rise q{RISE_QUANTILE:g} "
-                                 f"{rise:.2f}, growth {growth:.2f}) -> {desired}"),)
+    # No release without evidence: until the history covers a hold window (a cold start, a
+    # restart without records) nothing says the capacity is unneeded.
+    if desired < current and (len(times) == 0 or times[0] > now - EVIDENCE_BOOTS * boot):
+        desired = current
+    reasons = (Reason("latency", f"demand {x:.2f} machines, hold {hold:.2f} (max of last {hold_s:g}s), "
+                                 f"headroom {headroom:.2f} (sqrt staffing {noise:.2f}, q{RISE_QUANTILE:g} rise "
+                                 f"over the hold within a boot {excess:.2f}) -> {desired}"),)
     return LatencyDecision(desired, reasons, x, hold, headroom)

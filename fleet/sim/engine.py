@@ -82,6 +82,12 @@ class RunResult:
     def machine_cost(self, i: int) -> float:
         return BILLING.cost(self.gone[i] - self.created[i], self.prices[i])
 
+    def cost_between(self, start: float, end: float) -> float:
+        """Machine time inside [start, end] at its price (pro rata: for judging part of a trace)."""
+        inside = sum(max(0.0, min(g, end) - max(c, start)) * p
+                     for c, g, p in zip(self.created, self.gone, self.prices, strict=True))
+        return inside / 3600.0
+
     @property
     def cost_usd(self) -> float:
         return sum(self.machine_cost(i) for i in range(len(self.created)))

@@ -27,6 +27,13 @@ class LowerBound:
     machine_s: float  # the oracle's billed lifetimes, unrounded
     times: np.ndarray  # step function of need(t): value need[i] holds from times[i]
     need: np.ndarray
+    intervals: tuple[tuple[float, float], ...] = ()  # (created, destroyed) of every oracle machine
+    price: float = 0.0
+
+    def cost_between(self, start: float, end: float) -> float:
+        """Machine time inside [start, end] at the price (pro rata: for judging part of a trace)."""
+        inside = sum(max(0.0, min(b, end) - max(a, start)) for a, b in self.intervals)
+        return inside * self.price / 3600.0
 
     def as_dict(self) -> dict[str, float]:
         return {"oracle_usd": self.oracle_usd, "work_usd": self.work_usd}
@@ -51,15 +58,21 @@ def need_steps(arrival: np.ndarray, service: np.ndarray, slots: int) -> tuple[np
 
 def lower_bound(trace: Trace, slots: int, boot_s: float, price_hourly_usd: float) -> LowerBound:
     times, need = need_steps(trace.arrival_s, trace.service_s, slots)
-    lifetimes = machine_lifetimes(times.tolist(), need.tolist(), boot_s)
+    intervals = machine_intervals(times.tolist(), need.tolist(), boot_s)
+    lifetimes = [b - a for a, b in intervals]
     oracle = sum(BILLING.cost(life, price_hourly_usd) for life in lifetimes)
     work = float(trace.service_s.sum()) / slots * price_hourly_usd / 3600.0
-    return LowerBound(oracle, work, float(sum(lifetimes)), times, need)
+    return LowerBound(oracle, work, float(sum(lifetimes)), times, need, tuple(intervals), price_hourly_usd)
 
 
 def machine_lifetimes(times: list[float], need: list[int], boot_s: float) -> list[float]:
     """Lifetime (boot included) of every oracle machine, from the need step function."""
-    lifetimes: list[float] = []
+    return [b - a for a, b in machine_intervals(times, need, boot_s)]
+
+
+def machine_intervals(times: list[float], need: list[int], boot_s: float) -> list[tuple[float, float]]:
+    """(created, destroyed) of every oracle machine: created `boot_s` before its first need."""
+    lifetimes: list[tuple[float, float]] = []
     # per level k (1-based): start of the current run, end of the last stretch of need
     run_start: list[float] = []
     last_end: list[float] = []
@@ -75,7 +88,7 @@ def machine_lifetimes(times: list[float], need: list[int], boot_s: float) -> lis
                 elif t - last_end[k] <= boot_s:
                     open_since[k] = t  # idle gap no longer than a boot: the machine stayed
                 else:
-                    lifetimes.append(last_end[k] - run_start[k] + boot_s)
+                    lifetimes.append((run_start[k] - boot_s, last_end[k]))
                     run_start[k] = t
                     open_since[k] = t
         elif n < level:
@@ -85,5 +98,5 @@ def machine_lifetimes(times: list[float], need: list[int], boot_s: float) -> lis
         level = n
     for k in range(len(run_start)):
         if open_since[k] is None:  # every level closes: the step function ends at zero
-            lifetimes.append(last_end[k] - run_start[k] + boot_s)
+            lifetimes.append((run_start[k] - boot_s, last_end[k]))
     return lifetimes

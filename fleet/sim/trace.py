@@ -242,9 +242,13 @@ def _mooncake_rows(fh: TextIO, path: Path, sim: SimulationSettings) -> Iterator[
 # ---------------------------------------------------------------- scaling
 
 
-def scale_trace(trace: Trace, k: float, seed: int = 0, jitter_s: float = 5.0) -> Trace:
+def scale_trace(trace: Trace, k: float, seed: int = 0, jitter_s: float = 60.0) -> Trace:
     """Each arrival `k` times (k may be fractional: the last copy with probability frac(k);
-    k < 1 thins the trace), extra copies shifted by a seeded uniform jitter in [0, jitter_s)."""
+    k < 1 thins the trace), extra copies shifted by a seeded uniform jitter in [0, jitter_s).
+
+    The jitter stands for a bigger population's users arriving independently: copies within
+    milliseconds of each other would multiply every burst k-fold, which more users do not do;
+    a minute keeps the trace's minute-scale shape (its peaks and empty minutes)."""
     if not (k > 0 and math.isfinite(k)):
         raise TraceError(f"--scale must be a positive number, got {k}")
     if k == 1:
