@@ -120,7 +120,7 @@ class DigitalOceanProvider:
             raise InvalidRequest(f"api_url {api_url!r} must be an http(s) URL")
         self._client = pydo.Client(
             token=token, endpoint=api_url.rstrip("/"),
-            retry_policy=RetryPolicy(retry_backoff_factor=0.01),
+            retry_policy=RetryPolicy.no_retries(),  # see the module docstring
             connection_timeout=timeout_s, read_timeout=timeout_s,
             raw_response_hook=self._observe_headers,
             **kwargs,
