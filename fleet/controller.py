@@ -33,7 +33,7 @@ from fleet.model import (
     SignalReading,
 )
 from fleet.policy import decide
-from fleet.signals.collect import read_pool_signals
+from fleet.signals.collect import read_all
 from fleet.store.db import ensure_schema, make_engine
 from fleet.store.repo import MachineRow, Store, month_start, to_dt
 from providers.base import (
@@ -147,8 +147,8 @@ class Controller:
             except ProviderError as exc:
                 obs.listing_errors[name] = f"listing {name} machines failed ({exc.kind}): {exc}"
                 self._provider_error(name, exc)
+        obs.signals = read_all(self.config.pools)
         for pool in self.config.pools:
-            obs.signals[pool.name] = read_pool_signals(pool)
             provider = self.providers.get(pool.provider)
             if provider is None or pool.provider in obs.blocked:
                 continue

@@ -1,10 +1,25 @@
-"""Read every signal of a pool into `SignalReading`s (the policy's input)."""
+"""Read every signal of every pool into `SignalReading`s (the policy's input).
+
+Sources are read concurrently, and the whole read is bounded by a deadline: a source
+whose client library cannot bound a call itself (a broker that accepts the login and
+then never answers) becomes a missing reading instead of stalling the tick.
+"""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from fleet.config import PoolConfig, SignalConfig
 from fleet.model import SignalReading
 from fleet.signals import SourceReading, read_source
+
+DEFAULT_TIMEOUT_S = 2.0  # static and file sources have no timeout of their own
+GRACE_S = 1.0
+
+_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fleet-signal")
 
 
 def signal_name(index: int, signal: SignalConfig) -> str:
@@ -26,15 +41,31 @@ def read_signal(index: int, signal: SignalConfig) -> SignalReading:
     extra = getattr(signal, "in_flight_source", None)
     if extra is not None:
         reading = _combine(reading, read_source(extra))
-    return SignalReading(
-        name=signal_name(index, signal),
-        kind=signal.kind,
-        value=reading.value,
-        source=reading.source,
-        age_s=reading.age_s,
-        error=reading.error,
-    )
+    return SignalReading(name=signal_name(index, signal), kind=signal.kind, value=reading.value,
+                         source=reading.source, age_s=reading.age_s, error=reading.error)
+
+
+def _timeout(signal: SignalConfig) -> float:
+    sources = [signal.source, getattr(signal, "in_flight_source", None)]
+    return sum(getattr(s, "timeout_s", DEFAULT_TIMEOUT_S) for s in sources if s is not None)
 
 
 def read_pool_signals(pool: PoolConfig) -> tuple[SignalReading, ...]:
-    return tuple(read_signal(i, s) for i, s in enumerate(pool.signals))
+    return read_all([pool])[pool.name]
+
+
+def read_all(pools: Sequence[PoolConfig]) -> dict[str, tuple[SignalReading, ...]]:
+    jobs = [(pool.name, i, s, _executor.submit(read_signal, i, s)) for pool in pools
+            for i, s in enumerate(pool.signals)]
+    out: dict[str, list[SignalReading]] = {pool.name: [] for pool in pools}
+    started = time.monotonic()
+    for pool_name, i, signal, future in jobs:
+        budget = _timeout(signal) + GRACE_S
+        try:
+            reading = future.result(timeout=max(0.0, started + budget - time.monotonic()))
+        except FutureTimeout:
+            reading = SignalReading(name=signal_name(i, signal), kind=signal.kind, value=None,
+                                    source=signal.source.type,
+                                    error=f"no answer within {budget:g}s: the source did not respond")
+        out[pool_name].append(reading)
+    return {name: tuple(readings) for name, readings in out.items()}

@@ -1,0 +1,69 @@
+"""Reading a pool's signals: combination of two sources, and the per-source deadline."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from fleet.config import parse_config
+from fleet.signals.collect import read_all
+
+
+def _pool(signals):
+    return parse_config({"fleet": {"name": "t"}, "providers": {"simulated": {}},
+                         "pools": [{"name": "p", "provider": "simulated", "size": "x", "max": 3,
+                                    "signals": signals}]}).pools[0]
+
+
+def test_waiting_plus_in_flight_from_two_sources():
+    pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 7},
+                   "in_flight_source": {"type": "static", "value": 5}}])
+    (reading,) = read_all([pool])["p"]
+    assert reading.value == 12
+
+
+def test_a_source_that_never_answers_becomes_missing_within_its_deadline():
+    # A server that accepts and never says a word: the http_json source's own timeout bounds it,
+    # and the collector's deadline bounds everything else.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    pool = _pool([
+        {"kind": "queue_depth", "target_per_machine": 4,
+         "source": {"type": "http_json", "url": f"http://127.0.0.1:{port}/q", "path": "n", "timeout_s": 0.5}},
+        {"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 3}},
+    ])
+    started = time.monotonic()
+    slow, fast = read_all([pool])["p"]
+    assert time.monotonic() - started < 0.5 + 1.0 + 0.5
+    assert slow.value is None and slow.error
+    assert fast.value == 3
+    listener.close()
+
+
+def test_collector_deadline_bounds_a_source_that_cannot_bound_itself(monkeypatch):
+    import fleet.signals.collect as collect
+
+    release = threading.Event()
+    real = collect.read_source
+
+    def stuck_for_static(cfg):
+        if cfg.type == "static" and cfg.value == 99:
+            release.wait(10)  # a client library blocked inside a call it cannot time out
+        return real(cfg)
+
+    monkeypatch.setattr(collect, "read_source", stuck_for_static)
+    monkeypatch.setattr(collect, "DEFAULT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(collect, "GRACE_S", 0.1)
+    pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 99}},
+                  {"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 3}}])
+    try:
+        stuck, fine = read_all([pool])["p"]
+    finally:
+        release.set()
+    assert stuck.value is None and "no answer within 0.3s" in stuck.error
+    assert fine.value == 3
