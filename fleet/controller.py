@@ -11,7 +11,9 @@ provider mutation, no database write).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -92,7 +94,7 @@ def kv(**fields: Any) -> str:
 class Controller:
     def __init__(self, config: Config, providers: Mapping[str, Provider] | None = None,
                  clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
-                 store: Store | None = None):
+                 store: Store | None = None, holder: str | None = None):
         self.config = config
         self.clock = clock
         self.store = store or Store(make_engine(config.fleet.database_url))
@@ -101,6 +103,9 @@ class Controller:
             config, clock)
         self.metrics = metrics or Metrics()
         self.last_success_at: float | None = None
+        # Replicas must differ (hostnames do, in most deployments); a restart on the same host
+        # takes its lease back at once instead of waiting for it to expire.
+        self.holder = holder or os.environ.get("FLEET_REPLICA_ID") or socket.gethostname()
 
     # ------------------------------------------------------------ the tick
 
@@ -108,6 +113,10 @@ class Controller:
         started = time.perf_counter()
         now = self.clock()
         try:
+            if not dry_run and not self.store.try_lease("controller", self.holder,
+                                                         self.config.fleet.lease_seconds, now):
+                dry_run = True  # another replica holds the lease: observe and plan, never act
+                log.info(kv(event="standby", holder=self.holder, reason="another replica holds the lease"))
             obs = self.observe()
             if not dry_run:
                 self.reconcile(obs, now)

@@ -292,3 +292,16 @@ def test_caps_never_exceeded_over_random_ticks(tmp_path_factory, queues, price, 
         slack = 1e-6 * len(rig.cloud_ids())
         assert plan.burn_planned_usd_per_hour <= min(pool_cap, global_cap) + slack
         rig.clock.advance(15)
+
+
+def test_only_the_lease_holder_acts(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    first, second = rig.controller(holder="replica-a"), rig.controller(holder="replica-b")
+    rig.set(queue=12)
+    assert not first.tick().dry_run
+    standby = second.tick()
+    assert standby.dry_run  # observed and planned, changed nothing
+    assert len(rig.cloud_ids()) == 3
+    rig.clock.advance(first.config.fleet.lease_seconds + 1)  # the leader died: its lease runs out
+    assert not second.tick().dry_run
+    assert first.tick().dry_run

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from fleet.model import History, MachineState, PoolHistory
 from fleet.store import tables as t
@@ -221,6 +222,25 @@ class Store:
             query = query.where(t.decisions.c.pool == pool)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    # ------------------------------------------------------------ the leader lease
+
+    def try_lease(self, name: str, holder: str, ttl_s: float, now: float) -> bool:
+        """Take or renew the lease `name` for `holder` until now + ttl; False if another holds it."""
+        expires = to_dt(now + ttl_s)
+        with self.engine.begin() as conn:
+            renewed = conn.execute(update(t.leases).where(and_(
+                t.leases.c.name == name,
+                (t.leases.c.holder == holder) | (t.leases.c.expires_at < to_dt(now)),
+            )).values(holder=holder, expires_at=expires)).rowcount
+            if renewed:
+                return True
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(t.leases).values(name=name, holder=holder, expires_at=expires))
+            return True
+        except IntegrityError:
+            return False  # someone else holds it and it has not expired
 
     # ------------------------------------------------------------ spend
 
