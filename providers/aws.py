@@ -177,6 +177,11 @@ def _error_code(err: BaseException | None) -> str:
     return _code(cause) if isinstance(cause, ClientError) else type(err).__name__
 
 
+def _error_message(err: BaseException) -> str:
+    cause = err.__cause__
+    return str(cause.response.get("Error", {}).get("Message", "")) if isinstance(cause, ClientError) else ""
+
+
 # ---------------------------------------------------------------- quotas
 
 
@@ -426,7 +431,7 @@ class AwsProvider:
                 if code not in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
                     return [DestroyFailure(i, err) for i in pending]
                 # EC2 names the unknown ids in the message: drop them and try the rest
-                named = set(re.split(r"[\s'\",:]+", str(err)))
+                named = set(re.split(r"[\s'\",:]+", _error_message(err)))
                 unknown = {i for i in pending if i in named}
                 if not unknown or len(pending) == 1:
                     return self._terminate_each(pending) if len(pending) > 1 else []
