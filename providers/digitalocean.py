@@ -68,6 +68,7 @@ MAX_PAGES = 1000  # a guard against a `next` link that never ends
 BATCH = 10  # at most 10 `names` per create
 MAX_USER_DATA = 64 * 1024
 SIZES_TTL_S = 300.0
+ACCOUNT_TTL_S = 300.0  # the droplet limit changes rarely (a support ticket); the counts are read every time
 READ_ATTEMPTS = 3  # GET and DELETE: 1 try + 2 retries on transient errors
 RATE_LIMIT_WAITS = 3  # 429s waited out per request before giving up
 MAX_RATE_WAIT_S = 60.0  # a longer wait is the next tick's business
@@ -108,6 +109,8 @@ class DigitalOceanProvider:
         self._misses: dict[tuple[str, str | None], float] = {}  # candidate -> when it had no capacity
         self._sizes: dict[str, dict[str, Any]] | None = None
         self._sizes_at = 0.0
+        self._limit: int | None = None
+        self._limit_at = 0.0
         self._rate = _RateState()
         kwargs: dict[str, Any] = {}
         parts = urlsplit(api_url)
@@ -189,8 +192,7 @@ class DigitalOceanProvider:
 
     def headroom(self, target: PoolTarget) -> Headroom:
         try:
-            account = self._read("reading the account's droplet limit", self._client.account.get)
-            limit = int(account["account"]["droplet_limit"])
+            limit = self._droplet_limit()
             # Every Droplet on the account counts, GPU or not, ours or not.
             existing = sum(self._total(kind) for kind in ("gpus", "droplets"))
         except AuthError:
@@ -299,6 +301,13 @@ class DigitalOceanProvider:
             raise
         self._sizes, self._sizes_at = {s["slug"]: s for s in sizes if "slug" in s}, now
         return self._sizes
+
+    def _droplet_limit(self) -> int:
+        now = self._clock()
+        if self._limit is None or now - self._limit_at >= ACCOUNT_TTL_S:
+            account = self._read("reading the account's droplet limit", self._client.account.get)
+            self._limit, self._limit_at = int(account["account"]["droplet_limit"]), now
+        return self._limit
 
     def _total(self, kind: str) -> int:
         answer = self._read(f"counting {kind} on the account",

@@ -22,7 +22,8 @@ Fault injection (one-shot rules matched by method and path, see `Fault`): any st
 with a DO error body (429 with `retry-after`, 500, 401, ...), slow answers, and the
 lost response of a create that really happened (`Fault.lost()` closes the connection,
 `Fault.lost(status=500)` answers 500).  `block(size, region)` makes that pair answer
-422 "temporarily unavailable".  `requests` logs every request and its answer.
+422 "temporarily unavailable".  `chaos` (a callable) draws random faults for soak tests.
+`requests` logs every request and its answer; `created` every Droplet id ever made.
 """
 
 from __future__ import annotations
@@ -189,9 +190,12 @@ class FakeDigitalOcean:
         self.burst_limit = burst_limit
         self.sizes = [dict(s) for s in (sizes or DEFAULT_SIZES)]
         self.droplets: dict[int, dict[str, Any]] = {}  # id -> stored droplet (with "_ready_at")
+        self.created: list[int] = []  # every id ever made, destroyed or not
         self.blocked: set[tuple[str, str]] = set()  # (size, region) answering 422 capacity
         self.requests: list[LoggedRequest] = []
         self._rules: list[_Rule] = []
+        # Random faults for soak tests: called for each request no rule matched; a Fault or None.
+        self.chaos: Callable[[str, str], Fault | None] | None = None
         self._stamps: list[float] = []  # request times, for the rate limits
         self._next_id = 448_543_583
         self._lock = threading.RLock()
@@ -305,6 +309,7 @@ class FakeDigitalOcean:
         if "gpu_info" in size:
             droplet["gpu_info"] = size["gpu_info"]
         self.droplets[droplet_id] = droplet
+        self.created.append(droplet_id)
         return droplet
 
     def _render(self, droplet: dict[str, Any]) -> dict[str, Any]:
@@ -365,7 +370,7 @@ class FakeDigitalOcean:
             if rule.times > 0 and rule.method == method and rule.path.fullmatch(path):
                 rule.times -= 1
                 return rule.fault
-        return None
+        return self.chaos(method, path) if self.chaos else None
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         if path == "/v2/account" and method == "GET":
@@ -573,6 +578,9 @@ def json_schema(node: Any) -> Any:
     return out
 
 
+_VALIDATORS: dict[int, Any] = {}
+
+
 @functools.cache
 def _spec() -> dict[str, Any]:
     return json.loads(SPEC_PATH.read_text(encoding="utf-8"))
@@ -597,7 +605,10 @@ class OpenApiCheck:
         raise AssertionError(f"{method} {path} is not in the spec")
 
     def _check(self, schema: Any, value: Any, what: str) -> None:
-        errors = sorted(self._validator(json_schema(schema)).iter_errors(value), key=lambda e: e.path)
+        validator = _VALIDATORS.get(id(schema))
+        if validator is None:  # the spec is loaded once, so its nodes' ids are stable keys
+            validator = _VALIDATORS[id(schema)] = self._validator(json_schema(schema))
+        errors = sorted(validator.iter_errors(value), key=lambda e: e.path)
         if errors:
             first = errors[0]
             raise AssertionError(f"{what}: {first.message} at {list(first.absolute_path)}")

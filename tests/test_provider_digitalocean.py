@@ -395,9 +395,13 @@ def test_headroom_and_its_unknown_case(harness: DOHarness) -> None:
     harness.fake.add_droplet("web-1", "s-1vcpu-1gb", "nyc1", [], image="ubuntu-24-04-x64")
     room = harness.provider.headroom(harness.target())
     assert room.machines == 6 and "droplet_limit 10" in room.note
-    harness.fake.inject("GET", "/v2/account", Fault.http(500), times=READ_ATTEMPTS)
+    harness.fake.inject("GET", DROPLETS, Fault.http(500), times=READ_ATTEMPTS)  # the count fails
     unknown = harness.provider.headroom(harness.target())
     assert unknown.machines is None and "unknown" in unknown.note
+    assert len(harness.fake.calls("GET", "/v2/account")) == 1  # the limit is cached, the counts are not
+    harness.clock.advance(301)
+    harness.fake.inject("GET", "/v2/account", Fault.http(500), times=READ_ATTEMPTS)
+    assert harness.provider.headroom(harness.target()).machines is None
 
 
 def test_price_comes_from_the_cached_size_catalog(harness: DOHarness) -> None:
