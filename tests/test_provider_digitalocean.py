@@ -27,6 +27,7 @@ from providers.base import (
 from providers.digitalocean import RATE_LIMIT_WAITS, READ_ATTEMPTS, DigitalOceanProvider
 from tests.do_fake import FakeClock, FakeDigitalOcean, Fault, OpenApiCheck
 from tests.provider_contract import *  # noqa: F403
+from tests.servers import free_port
 
 H100, L40S = "gpu-h100x1-80gb", "gpu-l40sx1-48gb"
 DROPLETS = "/v2/droplets"
@@ -165,13 +166,21 @@ def test_a_failing_second_page_fails_the_whole_listing(fake: FakeDigitalOcean, c
         fake.add_droplet(f"x-{i}", H100, "tor1", ["fleet:f"])
     fake.inject("GET", DROPLETS, Fault.http(503), times=1)
     assert len(provider.list_instances("f")) == 2  # one retry absorbs one 503
-    calls_before = len(fake.calls("GET", DROPLETS))
-    provider.list_instances("f")
-    fake.inject("GET", DROPLETS, Fault.slow(0), times=1)  # page 1 fine
+    before = len(fake.requests)
+    fake.inject("GET", DROPLETS, Fault.slow(0), times=1)  # page 1 answers normally
     fake.inject("GET", DROPLETS, Fault.http(500), times=READ_ATTEMPTS)  # page 2 keeps failing
     with pytest.raises(TransientError, match="page 2"):
         provider.list_instances("f")
-    assert len(fake.calls("GET", DROPLETS)) > calls_before
+    assert [(r.param("page"), r.status) for r in fake.requests[before:]] == \
+        [("1", 200)] + [("2", 500)] * READ_ATTEMPTS
+
+
+def test_refused_connections_are_transient(clock: FakeClock) -> None:
+    provider = DigitalOceanProvider(token="t", api_url=f"http://127.0.0.1:{free_port()}", clock=clock,
+                                    sleep=clock.sleep, timeout_s=2.0)
+    with pytest.raises(TransientError, match="ServiceRequestError"):
+        provider.list_instances("f")
+    assert len(clock.slept) == READ_ATTEMPTS - 1  # retried on the virtual clock, bounded
 
 
 def test_get_retry_on_500_then_success_waits_on_the_injected_sleep(harness: DOHarness) -> None:
