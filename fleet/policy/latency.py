@@ -34,13 +34,14 @@ from fleet.config import PoolConfig
 from fleet.model import PoolHistory, PoolView, Reason, SignalReading
 
 HOLD_BOOTS = 1.0  # keep capacity this many boot times after it was last needed
-BETA = 1.0  # square-root staffing margin, in sqrt(machines)
-RISE_QUANTILE = 0.99  # of past rises within one boot time
+BETA = 0.0  # square-root staffing margin, in sqrt(machines)
+RISE_QUANTILE = 0.9  # of past rises within one boot time
 HISTORY_BOOTS = 20.0  # history read: this many boot times (at least an hour)
 EVIDENCE_BOOTS = 3.0  # no scale-down before the history covers this many boot times
 PERSIST = True
-BACKLOG_FACTOR = 3.0
-BACKLOG_SLACK = 2.0  # count demand seen on two consecutive reads
+SMOOTH_S = 120.0
+BACKLOG_FACTOR = 1.25
+BACKLOG_SLACK = 1.0  # count demand seen on two consecutive reads
 _EPS = 1e-9
 
 
@@ -121,6 +122,13 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     # Demand seen on two reads in a row: a burst the ready slots clear within a tick is not a
     # reason to boot machines (one machine per queued item over-launches); a shortfall that lasts is.
     values = np.minimum(raw, np.append(raw[:1], raw[:-1])) if PERSIST else raw
+    if SMOOTH_S > 0 and len(past) >= 2:  # the level: a moving mean over SMOOTH_S
+        dt = max((times[-1] - times[0]) / (len(times) - 1), 1e-3)
+        k = max(1, round(SMOOTH_S / dt))
+        if k > 1 and len(values) >= k:
+            c = np.cumsum(np.insert(values, 0, 0.0))
+            head = c[1:k] / np.arange(1, k)
+            values = np.concatenate([head, (c[k:] - c[:-k]) / k])
     x_eff = float(values[-1])
     hold_s = HOLD_BOOTS * boot
     # hold: the highest demand of the last hold window, now included (ski rental)

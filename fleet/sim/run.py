@@ -89,8 +89,19 @@ def scenario(config: Config, pool: PoolConfig, trace: Trace, seed: int = 0) -> S
     if budget is None:
         raise ScenarioError(f"pool {pool.name}: set latency_budget_s (the SLO every policy is judged by)")
     price = pool_price(config, pool)
-    initial = warm_start(trace, pool)
+    initial = min(warm_start(trace, pool), machines_allowed(config, pool, price, quota))
     return Scenario(config, pool, trace, price, quota, config.fleet.tick_seconds, budget, seed, initial)
+
+
+def machines_allowed(config: Config, pool: PoolConfig, price: float, quota: int | None) -> int:
+    """The most machines the hard limits admit: max, quota, pool and fleet budget caps."""
+    allowed = pool.max
+    if quota is not None:
+        allowed = min(allowed, quota)
+    for cap in (pool.max_hourly_usd, config.budget.max_hourly_usd):
+        if cap is not None:
+            allowed = min(allowed, math.floor(cap / price + 1e-9))
+    return max(0, allowed)
 
 
 def warm_start(trace: Trace, pool: PoolConfig) -> int:
@@ -131,7 +142,7 @@ def run_static(scn: Scenario, machines: int) -> RunResult:
     settings = scn.settings
     settings = EngineSettings(**{**settings.__dict__, "initial_ready": machines})
     result = run(scn.trace, settings, StaticController(machines))
-    result.violations = int(machines > scn.pool.max or (scn.quota is not None and machines > scn.quota))
+    result.violations = int(machines > machines_allowed(scn.config, scn.pool, scn.price, scn.quota))
     return result
 
 
@@ -139,7 +150,7 @@ def search_static(scn: Scenario, bound: LowerBound | None = None) -> RunResult:
     """The smallest always-on fleet whose SLO attainment is >= 99% (bisection; attainment
     grows with the fleet), within the pool's max."""
     bound = bound or lower_bound(scn.trace, scn.pool.slots_per_machine, scn.pool.boot_seconds, scn.price)
-    cap = max(1, scn.pool.max)
+    cap = max(1, machines_allowed(scn.config, scn.pool, scn.price, scn.quota))
     lo = max(1, min(cap, math.floor(float(scn.trace.mean_busy_slots()) / scn.pool.slots_per_machine)))
     hi = max(lo, min(cap, int(bound.need.max()) if len(bound.need) else 1))
     results: dict[int, RunResult] = {}

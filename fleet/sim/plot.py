@@ -1,0 +1,93 @@
+"""The replay as a picture (matplotlib, Agg): demand, machines and the lower bound over time,
+with the worst wait per tick beneath."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fleet.sim.engine import RunResult
+from fleet.sim.oracle import LowerBound
+from fleet.sim.run import Scenario
+
+_MAX_POINTS = 4000  # per line: a 23-day replay has 130,000 ticks
+
+
+def _thin(n: int) -> slice:
+    return slice(None, None, max(1, n // _MAX_POINTS))
+
+
+def _zero_wait_busy(scn: Scenario) -> tuple[np.ndarray, np.ndarray]:
+    arrival, service = scn.trace.arrival_s, scn.trace.service_s
+    times = np.concatenate([arrival, arrival + service])
+    delta = np.concatenate([np.ones(len(arrival)), -np.ones(len(arrival))])
+    order = np.lexsort((delta, times))
+    return times[order], np.cumsum(delta[order])
+
+
+def _alive(intervals: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    if not intervals:
+        return np.zeros(1), np.zeros(1)
+    edges = np.array([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], dtype=float)
+    edges = edges[np.lexsort((edges[:, 1], edges[:, 0]))]
+    return edges[:, 0], np.cumsum(edges[:, 1])
+
+
+def plot(scn: Scenario, results: Sequence[RunResult], bound: LowerBound, path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    slots = scn.pool.slots_per_machine
+    hours = 3600.0
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1.4]})
+    colors = {r.policy: f"C{i}" for i, r in enumerate(results)}
+    if len(bound.times):  # demand at zero wait, and the oracle's machines (created a boot ahead)
+        busy = _zero_wait_busy(scn)
+        cut = _thin(len(busy[0]))
+        top.fill_between(busy[0][cut] / hours, busy[1][cut] / slots, step="post", color="0.82",
+                         label="demand (busy slots at zero wait / slots)")
+        times, alive = _alive(bound.intervals)
+        cut = _thin(len(times))
+        top.step(times[cut] / hours, alive[cut], where="post", color="black", lw=0.8,
+                 label="lower bound: oracle machines")
+    for r in results:
+        color = colors[r.policy]
+        if r.series.t:
+            t = np.asarray(r.series.t)
+            cut = _thin(len(t))
+            ready = np.asarray(r.series.ready)
+            total = ready + np.asarray(r.series.booting)
+            top.step(t[cut] / hours, total[cut], where="post", lw=1.2, color=color, label=f"{r.policy}: machines")
+            if r.policy == "fleet":
+                top.step(t[cut] / hours, ready[cut], where="post", lw=0.8, ls="--", color=color,
+                         label="fleet: ready (rest booting)")
+        else:
+            top.axhline(len(r.created), lw=1.0, ls=":", color=color, label=f"{r.policy}: {len(r.created)} always on")
+    top.set_ylabel("machines")
+    top.legend(loc="upper right", fontsize=8, ncol=2)
+    top.set_title(f"{scn.trace.name}: {scn.pool.name}, boot {scn.pool.boot_seconds:g}s, "
+                  f"budget {scn.budget_s:g}s, {slots} slot(s) per machine")
+    arrival = scn.trace.arrival_s
+    for r in results:
+        if not len(r.waits):
+            continue
+        order = _thin(len(arrival))
+        waits = np.where(np.isfinite(r.waits), r.waits, np.nan)
+        bottom.plot(arrival[order] / hours, waits[order], ".", ms=1.5, color=colors[r.policy], label=r.policy)
+    bottom.axhline(scn.budget_s, color="red", lw=0.8, label="latency budget")
+    bottom.set_yscale("symlog", linthresh=1.0)
+    bottom.set_ylim(bottom=0)
+    bottom.set_ylabel("wait (s)")
+    bottom.set_xlabel("hours from trace start")
+    bottom.legend(loc="upper right", fontsize=8, ncol=3, markerscale=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,136 @@
+"""The latency-aware policy: pure, from plain values; and through `decide`."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fleet.model import Fleet, History, PoolHistory, SignalReading
+from fleet.policy import decide
+from fleet.policy.latency import HOLD_BOOTS, LatencyDecision, excess_quantile, history_window_s, recommend
+from tests.policy_helpers import NOW, make_config, view
+
+BOOT = 180.0
+
+
+def pool(**kw):
+    return make_config(latency_budget_s=5, slots_per_machine=8, boot_seconds=BOOT, max=100, **kw).pools[0]
+
+
+def readings(queue: float | None, util: float | None) -> tuple[SignalReading, ...]:
+    return (SignalReading("queue_depth", "queue_depth", queue, "test", error=None if queue is not None else "down"),
+            SignalReading("gpu_utilization", "gpu_utilization", util, "test",
+                          error=None if util is not None else "no ready machine"))
+
+
+def steady(level: float, seconds: float = 3600.0, tick: float = 15.0) -> PoolHistory:
+    n = int(seconds / tick)
+    return PoolHistory(demand=tuple((NOW - seconds + i * tick, level) for i in range(n)))
+
+
+def ending_with(hist: PoolHistory, level: float, samples: int) -> PoolHistory:
+    """`hist` with its last `samples` samples at `level`."""
+    return PoolHistory(demand=(*hist.demand[:-samples], *((t, level) for t, _ in hist.demand[-samples:])))
+
+
+def test_demand_sample_is_work_in_machines() -> None:
+    decision = recommend(pool(), view(ready=4), readings(16, 0.5), steady(2.0), NOW)
+    assert isinstance(decision, LatencyDecision)
+    assert decision.demand_sample == pytest.approx(2.0)  # 16 items / 8 slots
+    assert decision.reasons and decision.reasons[0].code == "latency"
+
+
+def test_steady_demand_keeps_about_the_demand() -> None:
+    decision = recommend(pool(), view(ready=6), readings(40, 40 / 48), steady(5.0), NOW)
+    assert 5 <= decision.desired <= 7
+
+
+def test_idle_capacity_is_released_after_the_hold() -> None:
+    # demand fell from 6 to 1 more than a hold window ago: release to about 1
+    hist = steady(6.0, seconds=3600.0)
+    low_since = NOW - 2 * HOLD_BOOTS * BOOT - 60
+    hist = PoolHistory(demand=tuple((t, 6.0 if t < low_since else 1.0) for t, _ in hist.demand))
+    decision = recommend(pool(), view(ready=8), readings(8, 8 / 64), hist, NOW)
+    assert decision.desired < 8
+    assert decision.desired >= 1
+
+
+def test_recent_need_is_held_for_a_boot_time() -> None:
+    # demand was 6 for three minutes until the last read and is 1 now: nothing is released yet
+    hist = ending_with(steady(1.0), 6.0, 12)
+    decision = recommend(pool(), view(ready=8), readings(8, 8 / 64), hist, NOW)
+    assert decision.desired >= 6
+
+
+def test_no_release_without_history() -> None:
+    decision = recommend(pool(), view(ready=10), readings(0, 0.0), PoolHistory(), NOW)
+    assert decision.desired == 10
+
+
+def test_rising_demand_scales_up_once_it_lasts() -> None:
+    # a shortfall on one read only may be a burst the ready slots clear; one that lasts is real
+    once = recommend(pool(), view(ready=4), readings(4 * 8 + 40, 1.0), steady(3.0), NOW)
+    lasting = recommend(pool(), view(ready=4), readings(4 * 8 + 40, 1.0), ending_with(steady(3.0), 6.0, 8), NOW)
+    assert once.desired <= 4 < lasting.desired
+
+
+def test_a_queue_counts_at_most_a_multiple_of_the_busy_machines() -> None:
+    # 10,000 queued items on 2 busy machines: not 1,250 machines
+    decision = recommend(pool(), view(ready=2), readings(10_000, 1.0), ending_with(steady(2.0), 3.5, 4), NOW)
+    assert decision.demand_sample is not None and decision.demand_sample <= 2 * 2 + 2
+    assert 3 <= decision.desired <= 10
+
+
+def test_missing_readings_hold() -> None:
+    decision = recommend(pool(), view(ready=3, booting=1), readings(None, None), steady(2.0), NOW)
+    assert decision.desired == 4 and decision.demand_sample is None
+
+
+def test_utilization_alone_gives_busy_machines() -> None:
+    decision = recommend(pool(), view(ready=4), readings(None, 0.5), steady(2.0), NOW)
+    assert decision.demand_sample == pytest.approx(2.0)
+
+
+def test_headroom_follows_recorded_rises() -> None:
+    # the history shows demand jumping by 6 machines every 10 minutes: more headroom than flat history
+    tick = 15.0
+    bursty = PoolHistory(demand=tuple((NOW - 3600 + i * tick, 8.0 if (i % 40) < 8 else 2.0) for i in range(240)))
+    flat = steady(2.0)
+    r = readings(16, 0.5)
+    assert recommend(pool(), view(ready=4), r, bursty, NOW).desired > recommend(pool(), view(ready=4), r, flat, NOW).desired
+
+
+def test_excess_quantile_by_hand() -> None:
+    import numpy as np
+
+    values = np.array([1.0, 1.0, 1.0, 5.0, 1.0, 1.0])
+    # hold over 1 sample, ahead 2: excesses at i=0..3: max(v[1..2])-v0=0, max(v[2..3])-v1=4, 4, 0
+    assert excess_quantile(values, 1, 2, 1.0) == pytest.approx(4.0)
+    assert excess_quantile(values, 1, 2, 0.0) == pytest.approx(0.0)
+    assert excess_quantile(values[:2], 1, 2, 1.0) == 0.0
+
+
+def test_history_window_is_at_least_an_hour() -> None:
+    assert history_window_s(pool()) >= 3600
+
+
+def test_decide_uses_the_latency_policy_and_applies_hard_limits() -> None:
+    cfg = make_config(latency_budget_s=5, slots_per_machine=8, boot_seconds=BOOT, max=5)
+    p = cfg.pools[0]
+    fleet = Fleet({"p": view(ready=2)})
+    hist = ending_with(steady(2.0), 12.0, 12)  # demand has been 12 machines for three minutes
+    plan = decide(cfg, fleet, {"p": readings(400, 1.0)}, History({"p": hist}), NOW)
+    pool_plan = plan.pool("p")
+    assert pool_plan.desired == 5  # the policy wants more; max=5 caps it
+    assert any(r.code == "latency" for r in pool_plan.reasons)
+    assert pool_plan.demand_sample is not None and pool_plan.demand_sample > 2
+    assert p.latency_budget_s == 5
+
+
+def test_decide_never_scales_down_on_a_missing_signal() -> None:
+    cfg = make_config(latency_budget_s=5, slots_per_machine=8, boot_seconds=BOOT, max=20)
+    fleet = Fleet({"p": view(ready=10)})
+    plan = decide(cfg, fleet, {"p": readings(0, None)}, History({"p": steady(0.0)}), NOW)
+    assert plan.pool("p").desired == 10
+    assert not math.isnan(plan.pool("p").demand_sample or 0.0)

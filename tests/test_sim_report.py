@@ -1,0 +1,181 @@
+"""`fleet simulate` end to end on the shipped trace and synthetic ones: JSON keys, table, plot,
+exit codes, zero violations, and the policy being the very function the service runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import fleet.controller
+import fleet.policy
+import fleet.sim.policies
+from fleet.config import load_config
+from fleet.sim.command import simulate
+from fleet.sim.report import KEYS
+from fleet.sim.run import pick_pool, run_all, scenario
+from fleet.sim.trace import load_trace
+
+DATA = Path(__file__).resolve().parents[1] / "fleet" / "sim" / "data"
+SHIPPED = DATA / "azure_llm2023_code.csv"
+CONFIG = DATA / "simulate.toml"
+
+app = typer.Typer()
+app.command("simulate")(simulate)
+
+
+@app.command("version")
+def _version() -> None:  # a second command keeps typer from collapsing the app into `simulate`
+    pass
+
+
+runner = CliRunner()
+
+
+def write_config(tmp_path: Path, extra: str = "", pool: str = "") -> Path:
+    path = tmp_path / "fleet.toml"
+    path.write_text(f"""
+[fleet]
+name = "t"
+tick_seconds = 15
+{extra}
+[providers.simulated]
+
+[[pools]]
+name = "gpu"
+provider = "simulated"
+size = "gpu-h100x1-80gb"
+max = 20
+boot_seconds = 120
+latency_budget_s = 30
+slots_per_machine = 1
+{pool}
+""", encoding="utf-8")
+    return path
+
+
+def synthetic_trace(tmp_path: Path, n: int = 600) -> Path:
+    # one 40 s job every 10 s, with a burst of 12 at 3000 s: about 4 busy machines
+    rows = [(10.0 * i, 40.0) for i in range(n)] + [(3000.0 + 0.1 * i, 40.0) for i in range(12)]
+    rows.sort()
+    path = tmp_path / "trace.csv"
+    path.write_text("arrival_s,service_s\n" + "".join(f"{a},{s}\n" for a, s in rows), encoding="utf-8")
+    return path
+
+
+def test_the_simulator_calls_the_services_decide() -> None:
+    assert fleet.sim.policies.FleetController.decide is fleet.policy.decide
+    assert fleet.controller.decide is fleet.policy.decide  # the service's tick calls the same object
+
+
+def test_the_fleet_replay_goes_through_decide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = fleet.policy.decide
+
+    def counting(*args, **kwargs):
+        calls.append(args[-1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fleet.sim.policies.FleetController, "decide", staticmethod(counting))
+    cfg = load_config(write_config(tmp_path))
+    pool = pick_pool(cfg, None)
+    scn = scenario(cfg, pool, load_trace(synthetic_trace(tmp_path, 100)))
+    run_all(scn, ["fleet"])
+    assert len(calls) > 50 and calls[:3] == [0.0, 15.0, 30.0]
+
+
+def test_json_report_keys_and_zero_violations(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["simulate", "--config", str(write_config(tmp_path)), "--trace",
+                                 str(synthetic_trace(tmp_path)), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"policies", "lower_bound"}
+    assert set(data["lower_bound"]) == {"oracle_usd", "work_usd"}
+    assert [p["policy"] for p in data["policies"]] == ["fleet", "static", "reactive", "hpa"]
+    for row in data["policies"]:
+        assert tuple(row) == KEYS
+        assert row["budget_or_quota_violations"] == 0
+        assert 0.0 <= row["slo_attainment"] <= 1.0
+        assert row["cost_usd"] > 0 and row["launches"] >= 1 and row["peak_machines"] >= 1
+    lower = data["lower_bound"]
+    assert 0 < lower["work_usd"] <= lower["oracle_usd"]
+    # work: 612 jobs x 40 s at $3.39/h
+    assert lower["work_usd"] == pytest.approx(612 * 40 * 3.39 / 3600, rel=1e-3)
+    static = data["policies"][1]
+    assert static["slo_attainment"] >= 0.99
+
+
+def test_caps_hold_in_replay(tmp_path: Path) -> None:
+    # quota of 3 machines and a pool budget of 2 machines' price: every policy stays within both
+    cfg = write_config(tmp_path, pool="max_hourly_usd = 6.8")
+    text = cfg.read_text().replace("[providers.simulated]", "[providers.simulated]\nquota_machines = 3")
+    cfg.write_text(text)
+    result = runner.invoke(app, ["simulate", "--config", str(cfg), "--trace", str(synthetic_trace(tmp_path)),
+                                 "--output", "json"])
+    assert result.exit_code == 0, result.output
+    for row in json.loads(result.stdout)["policies"]:
+        assert row["budget_or_quota_violations"] == 0
+        assert row["peak_machines"] <= 2  # the budget admits two machines at $3.39/h
+
+
+def test_table_and_plot_on_the_shipped_trace(tmp_path: Path) -> None:
+    png = tmp_path / "out" / "sim.png"
+    result = runner.invoke(app, ["simulate", "--config", str(CONFIG), "--trace", str(SHIPPED),
+                                 "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "azure_llm2023_code.csv (azure): 8,819 requests" in out
+    assert "throughput model: service_s = 0.05 + input/8000 + output/60" in out
+    for word in ("policy", "x oracle", "SLO", "fleet", "static", "reactive", "hpa", "lower bound: oracle $"):
+        assert word in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 10_000
+
+
+def test_one_policy_and_scale(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["simulate", "--config", str(write_config(tmp_path)), "--trace",
+                                 str(synthetic_trace(tmp_path, 200)), "--policy", "hpa", "--scale", "2",
+                                 "--output", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [p["policy"] for p in data["policies"]] == ["hpa"]
+
+
+@pytest.mark.parametrize(("trace_text", "message"), [
+    ("arrival_s,service_s\n0,1\n5,1\n3,1\n", "line 4: arrivals are not sorted"),
+    ("arrival_s,service_s\n0,1\n-1,1\n", "line 3: negative arrival time"),
+    ("arrival_s,service_s\n0,x\n", "line 2: column 'service_s' is not a number"),
+    ("arrival_s,service_s\n", "the trace has no requests"),
+    ("arrival,service\n0,1\n", "line 1: unknown trace format"),
+])
+def test_bad_trace_exits_1_naming_the_line(tmp_path: Path, trace_text: str, message: str) -> None:
+    trace = tmp_path / "bad.csv"
+    trace.write_text(trace_text, encoding="utf-8")
+    result = runner.invoke(app, ["simulate", "--config", str(write_config(tmp_path)), "--trace", str(trace)])
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert str(trace) in result.stderr
+
+
+def test_bad_inputs_exit_1(tmp_path: Path) -> None:
+    trace = synthetic_trace(tmp_path, 10)
+    cfg = write_config(tmp_path)
+    cases = [
+        (["--pool", "nope"], "no pool named 'nope'"),
+        (["--policy", "magic"], "--policy must be one of"),
+        (["--output", "yaml"], "--output must be table or json"),
+        (["--scale", "-1"], "--scale must be a positive number"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, ["simulate", "--config", str(cfg), "--trace", str(trace), *extra])
+        assert result.exit_code == 1, extra
+        assert message in result.stderr
+    missing = runner.invoke(app, ["simulate", "--config", str(tmp_path / "none.toml"), "--trace", str(trace)])
+    assert missing.exit_code == 1 and "cannot read the config file" in missing.stderr
+    no_budget = write_config(tmp_path).read_text().replace("latency_budget_s = 30\n", "")
+    (tmp_path / "nb.toml").write_text(no_budget)
+    result = runner.invoke(app, ["simulate", "--config", str(tmp_path / "nb.toml"), "--trace", str(trace)])
+    assert result.exit_code == 1 and "set latency_budget_s" in result.stderr
