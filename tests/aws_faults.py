@@ -5,6 +5,10 @@
   with real EC2 error XML (which then goes through botocore's parsing), and makes
   moto fill MaxCount: moto launches exactly MinCount, so the hook rewrites
   MinCount to min(MaxCount, capacity) before the request leaves, as EC2 would fill.
+  With `dedupe`, it also gives EC2's ClientToken idempotency: a RunInstances whose
+  token already launched gets a real RunInstancesResponse XML naming the original
+  instances, and nothing new is made.  `hide_listings` makes the next tagged
+  listings come back empty, as an eventually consistent DescribeInstances can.
 - `QuotaResponder`: a local HTTP server speaking the Service Quotas JSON protocol
   (moto only implements ServiceCode "vpc"), for the adapter's real quota client.
 """
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+from xml.sax.saxutils import escape
 
 from botocore.awsrequest import AWSResponse
 
@@ -54,11 +59,16 @@ class _Rule:
 class Ec2Faults:
     client: Any
     capacity: int | None = None  # None: EC2 fills MaxCount; k: at most k per run_instances
+    dedupe: bool = False
+    hide_listings: int = 0
     sent: list[dict[str, str]] = field(default_factory=list)
     rules: list[_Rule] = field(default_factory=list)
+    launched: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # ClientToken → instances
 
     def __post_init__(self) -> None:
-        self.client.meta.events.register("before-send.ec2", self._hook, unique_id=f"faults-{id(self)}")
+        events = self.client.meta.events
+        events.register("before-send.ec2", self._hook, unique_id=f"faults-{id(self)}")
+        events.register("after-call.ec2.RunInstances", self._after_run, unique_id=f"faults-run-{id(self)}")
 
     def fail(self, action: str, code: str, status: int, *, times: int = 1_000_000,
              when: Callable[[dict[str, str]], bool] = lambda p: True, message: str = "injected by the test") -> None:
@@ -85,13 +95,53 @@ class Ec2Faults:
             if rule.times > 0 and rule.action == params.get("Action") and rule.when(params):
                 rule.times -= 1
                 return error_response(request.url, rule.code, rule.status, rule.message)
+        if params.get("Action") == "RunInstances" and self.dedupe and params.get("ClientToken") in self.launched:
+            return AWSResponse(request.url, 200, {}, _RawBody(run_instances_xml(self.launched[params["ClientToken"]])))
+        if params.get("Action") == "DescribeInstances" and self.hide_listings > 0 and "tag:fleet" in params.values():
+            self.hide_listings -= 1
+            name = next(k for k, v in pairs if v == "tag:fleet")
+            value = name.replace(".Name", ".Value.1")
+            pairs = [(k, "hidden-by-the-test" if k == value else v) for k, v in pairs]
+            self._rewrite(request, pairs)
         if params.get("Action") == "RunInstances":
             wanted = int(params["MaxCount"])
             fill = wanted if self.capacity is None else max(int(params["MinCount"]), min(wanted, self.capacity))
-            new = urlencode([(k, str(fill) if k == "MinCount" else v) for k, v in pairs]).encode()
-            request.body = new
-            request.headers["Content-Length"] = str(len(new))
+            self._rewrite(request, [(k, str(fill) if k == "MinCount" else v) for k, v in pairs])
         return None  # on to moto
+
+    @staticmethod
+    def _rewrite(request: Any, pairs: list[tuple[str, str]]) -> None:
+        body = urlencode(pairs).encode()
+        request.body = body
+        request.headers["Content-Length"] = str(len(body))
+
+    def _after_run(self, parsed: dict[str, Any], **_: Any) -> None:
+        for inst in parsed.get("Instances", []):
+            known = self.launched.setdefault(inst.get("ClientToken") or "", [])
+            if inst["InstanceId"] not in {i["InstanceId"] for i in known}:
+                known.append(inst)
+
+
+def run_instances_xml(instances: list[dict[str, Any]]) -> bytes:
+    """EC2's RunInstancesResponse for instances already launched (what a repeated ClientToken returns)."""
+    items = []
+    for inst in instances:
+        tags = "".join(f"<item><key>{escape(t['Key'])}</key><value>{escape(t['Value'])}</value></item>"
+                       for t in inst.get("Tags", []))
+        lifecycle = (f"<instanceLifecycle>{inst['InstanceLifecycle']}</instanceLifecycle>"
+                     if inst.get("InstanceLifecycle") else "")
+        items.append(
+            f"<item><instanceId>{inst['InstanceId']}</instanceId><imageId>{inst.get('ImageId', '')}</imageId>"
+            f"<instanceState><code>16</code><name>running</name></instanceState>"
+            f"<instanceType>{inst['InstanceType']}</instanceType>"
+            f"<launchTime>{inst['LaunchTime'].isoformat()}</launchTime>"
+            f"<placement><availabilityZone>{inst['Placement']['AvailabilityZone']}</availabilityZone></placement>"
+            f"{lifecycle}<clientToken>{escape(inst['ClientToken'])}</clientToken><tagSet>{tags}</tagSet></item>")
+    return ('<?xml version="1.0" encoding="UTF-8"?>'
+            '<RunInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            '<requestId>deduplicated</requestId><reservationId>r-deduplicated</reservationId>'
+            f'<ownerId>123456789012</ownerId><groupSet/><instancesSet>{"".join(items)}</instancesSet>'
+            '</RunInstancesResponse>').encode()
 
 
 class QuotaResponder:

@@ -166,6 +166,17 @@ def test_client_token_is_deterministic_per_token_and_candidate(harness: AwsHarne
                 for n in (None, "subnet-1")}) == 8
 
 
+def test_a_repeated_client_token_returns_the_original_instances(harness: AwsHarness) -> None:
+    """With EC2's idempotency emulated (a real RunInstancesResponse for a known token), a retried
+    action launches nothing new and reports what the first call made."""
+    harness.faults.dedupe = True
+    first = harness.provider.create(spec(harness, count=2, token="act-9"))
+    again = harness.provider.create(spec(harness, count=2, token="act-9"))
+    assert [i.id for i in again.instances] == [i.id for i in first.instances]
+    assert {i.token for i in again.instances} == {"act-9"} and again.size == "g6e.xlarge"
+    assert len(harness.live()) == 2
+
+
 def test_ice_in_every_subnet_moves_to_the_next_type_in_the_same_call(harness: AwsHarness) -> None:
     harness.faults.no_capacity("g6e.xlarge")
     result = harness.provider.create(spec(harness, count=2))
