@@ -175,10 +175,12 @@ class Controller:
     def reconcile(self, obs: Observation, now: float) -> None:
         rows = self.store.unfinished_machines()
         pending = self.store.pending_actions()
+        unconfirmed = self.store.unconfirmed_creates(now - TOKEN_REUSE_S)
         for provider_name, listing in obs.listings.items():
             known = {r.provider_id: r for r in rows if r.provider == provider_name}
             listed = {inst.id: inst for inst in listing}
-            tokens = {a.token: a for a in pending if a.provider == provider_name and a.kind == "create"}
+            tokens = {a.token: a for a in (*unconfirmed, *pending)
+                      if a.provider == provider_name and a.kind == "create"}
             for inst in listing:
                 row = known.get(inst.id)
                 if row is None:
@@ -196,6 +198,10 @@ class Controller:
                 self.store.accrue(row, end, min_seconds=self._billing(provider_name).min_seconds)
                 self.store.move(row, MachineState.TERMINATED, now, reason)
                 log.info(kv(event="machine_closed", pool=row.pool, machine=row.provider_id, reason=reason))
+            for action in unconfirmed:
+                found = sum(1 for inst in listing if inst.token == action.token)
+                if action.provider == provider_name and found:
+                    self.store.mark_adopted(action.id, now, found)
             # Actions whose outcome was never recorded (the controller died mid-call).
             for action in pending:
                 if action.provider != provider_name:
@@ -218,7 +224,7 @@ class Controller:
         if pool_cfg is not None:
             price = size_price(pool_cfg, self.providers[provider_name], inst.size, inst.region) or price
         state = _STATUS_TO_STATE[inst.status]
-        reason = (f"adopted: created by action {action.token} whose outcome was not recorded" if action
+        reason = (f"adopted: created by action {action.token} whose answer never reached us" if action
                   else f"adopted: tagged fleet:{self.config.fleet.name} but unknown to the database")
         if pool_cfg is None:
             reason += f" (pool {inst.pool!r} is not in the config)"

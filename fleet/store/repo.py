@@ -49,6 +49,7 @@ class MachineRow:
     terminating_at: float | None
     accrued_until: float
     destroy_attempts: int
+    spot: bool = False
 
     @classmethod
     def of(cls, r: Any) -> MachineRow:
@@ -57,7 +58,7 @@ class MachineRow:
                    price_hourly_usd=float(r.price_hourly_usd), token=r.token,
                    created_at=to_ts(r.created_at), ready_at=to_ts(r.ready_at),
                    terminating_at=to_ts(r.terminating_at), accrued_until=to_ts(r.accrued_until),
-                   destroy_attempts=r.destroy_attempts)
+                   destroy_attempts=r.destroy_attempts, spot=bool(r.spot))
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,21 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.actions).where(t.actions.c.status == "pending").order_by(t.actions.c.id))
             return [ActionRow.of(r) for r in rows]
+
+    def unconfirmed_creates(self, since: float) -> list[ActionRow]:
+        """Recent creates that launched nothing as far as we know (failed, lost): a machine carrying
+        one of their tokens was made by a call whose answer never reached us."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.actions).where(and_(
+                t.actions.c.kind == "create", t.actions.c.status.in_(("failed", "lost")),
+                t.actions.c.created_at >= to_dt(since))))
+            return [ActionRow.of(r) for r in rows]
+
+    def mark_adopted(self, action_id: int, now: float, found: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.actions).where(t.actions.c.id == action_id).values(
+                status="adopted", finished_at=to_dt(now), launched=found,
+                outcome=f"adopted {found} machine(s) made by a call whose answer was lost"))
 
     def reopen_lost_create(self, pool: str, count: int, since: float, now: float) -> str | None:
         """Reopen a recent create whose outcome was never recorded (a crash) and whose machines
