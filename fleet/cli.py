@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from fleet.cloud import WiringError, build_providers, launch_price
+from fleet.cloud import WiringError, build_providers, price_problems
 from fleet.config import Config, ConfigError, load_config
 from fleet.controller import Controller, plan_json, pool_plan_json
 from fleet.model import MachineState
@@ -55,7 +55,11 @@ def _config(path: Path) -> Config:
 
 def _controller(cfg: Config) -> Controller:
     try:
-        return Controller(cfg)
+        controller = Controller(cfg)
+        problems = price_problems(cfg, controller.providers)
+        if problems:
+            raise WiringError("; ".join(problems))
+        return controller
     except WiringError as exc:
         err.print(f"error: {cfg.source_path}: {exc}", highlight=False, markup=False)
         raise typer.Exit(1) from None
@@ -78,12 +82,7 @@ def check(config: ConfigOpt) -> None:
     except WiringError as exc:
         problems.append(str(exc))
         providers = {}
-    if cfg.budget.max_hourly_usd is not None or any(p.max_hourly_usd for p in cfg.pools):
-        for i, pool in enumerate(cfg.pools):
-            provider = providers.get(pool.provider)
-            if provider is not None and pool.provider != "digitalocean" and launch_price(pool, provider) is None:
-                problems.append(f"pools[{i}].price_hourly_usd: no price known for {', '.join(pool.size)} "
-                                "and a budget cap is set: give price_hourly_usd")
+    problems += price_problems(cfg, providers)
     if problems:
         for problem in problems:
             err.print(f"error {config}: {problem}", highlight=False, markup=False)

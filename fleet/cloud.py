@@ -114,3 +114,24 @@ def launch_price(pool: PoolConfig, provider: Provider) -> float | None:
                 return None
             prices.append(price)
     return max(prices) if prices else None
+
+
+# Providers whose price table is local: an unknown price there is a config error, caught at start.
+# DigitalOcean's prices come from its API at run time; an unknown one refuses the launch instead.
+LOCAL_PRICE_PROVIDERS = ("simulated", "aws")
+
+
+def price_problems(config: Config, providers: dict[str, Provider]) -> list[str]:
+    capped = config.budget.max_hourly_usd is not None
+    problems = []
+    for i, pool in enumerate(config.pools):
+        provider = providers.get(pool.provider)
+        if provider is None or pool.provider not in LOCAL_PRICE_PROVIDERS:
+            continue
+        if not (capped or pool.max_hourly_usd is not None):
+            continue
+        unknown = [s for s in pool.size if size_price(pool, provider, s, None) is None]
+        if unknown:
+            problems.append(f"pools[{i}].price_hourly_usd: no price known for {', '.join(unknown)} and a budget "
+                            "cap is set: give price_hourly_usd for it")
+    return problems

@@ -139,3 +139,12 @@ def test_service_serves_metrics_and_stops_on_sigterm(demo):
     assert proc.returncode == 0, stderr
     assert "stopped after" in stderr
     assert "event=decision pool=imagegen" in stderr  # one key/value line per decision
+
+
+def test_unknown_price_with_a_budget_is_a_config_error(demo):
+    cfg = demo / "config.example.toml"
+    cfg.write_text(cfg.read_text().replace('size = "gpu-h100x1-80gb"', 'size = "gpu-b999x1-1tb"'))
+    for cmd in (["check"], ["run", "--once"]):
+        result = fleet(*cmd, "--config", "config.example.toml", cwd=demo)
+        assert result.returncode == 1
+        assert "pools[0].price_hourly_usd: no price known for gpu-b999x1-1tb" in result.stderr
