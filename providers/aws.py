@@ -45,6 +45,7 @@ from providers.base import (
     AuthError,
     BillingRule,
     CapacityError,
+    CapacityMemory,
     DestroyFailure,
     Headroom,
     InstanceStatus,
@@ -247,15 +248,13 @@ class AwsProvider:
         quotas: QuotaSource | None = None,
     ):
         self.region = region
-        self._ttl = capacity_miss_ttl_s
         self._clock = clock
         self._sleep = sleep
         session = session or boto3.Session(region_name=region)
         kwargs: dict[str, Any] = {"endpoint_url": endpoint_url} if endpoint_url else {}
         self.ec2 = session.client("ec2", config=_client_config(region), **kwargs)
         self.quotas: QuotaSource = quotas or ServiceQuotasSource(session, region, endpoint_url)
-        # (market, instance type, subnet) → when the remembered capacity miss expires
-        self._misses: dict[tuple[str, str, str | None], float] = {}
+        self._misses = CapacityMemory(capacity_miss_ttl_s, clock)  # (market, instance type, subnet)
         self._vcpus: dict[str, int] = {}  # instance type → default vCPUs (static facts)
 
     # ------------------------------------------------------------ calls with retries
@@ -339,14 +338,14 @@ class AwsProvider:
                     continue
                 for subnet in subnets:
                     where = f"{size} {market} in {subnet or 'the default subnet'}"
-                    if self._missed(market, size, subnet):
+                    if self._misses.age((market, size, subnet)) is not None:
                         notes.append(f"{where}: skipped, capacity miss remembered")
                         only_quota = False
                         continue
                     try:
                         made = self._launch(spec, base, market, size, subnet)
                     except CapacityError as err:
-                        self._remember_miss(market, size, subnet)
+                        self._misses.remember((market, size, subnet))
                         notes.append(f"{where}: no capacity ({_error_code(err)})")
                         last_error, only_quota = err, False
                         continue
@@ -395,19 +394,6 @@ class AwsProvider:
             if view is not None:
                 made.append(view)
         return made
-
-    def _missed(self, market: str, size: str, subnet: str | None) -> bool:
-        until = self._misses.get((market, size, subnet))
-        if until is None:
-            return False
-        if self._clock() >= until:
-            del self._misses[(market, size, subnet)]
-            return False
-        return True
-
-    def _remember_miss(self, market: str, size: str, subnet: str | None) -> None:
-        if self._ttl > 0:
-            self._misses[(market, size, subnet)] = self._clock() + self._ttl
 
     # ------------------------------------------------------------ destroy
 

@@ -29,7 +29,7 @@ Contract (checked by tests/provider_contract.py against every adapter):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -116,6 +116,31 @@ class BillingRule:
 
     def cost(self, lifetime_s: float, price_hourly_usd: float) -> float:
         return self.billable_seconds(lifetime_s) * price_hourly_usd / 3600.0
+
+
+class CapacityMemory:
+    """Remembers launch candidates that answered "no capacity", for `ttl_s` seconds, so the
+    next ticks go straight to a candidate that may have some instead of asking again."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float]):
+        self._ttl = ttl_s
+        self._clock = clock
+        self._missed_at: dict[Hashable, float] = {}
+
+    def remember(self, candidate: Hashable) -> None:
+        if self._ttl > 0:
+            self._missed_at[candidate] = self._clock()
+
+    def age(self, candidate: Hashable) -> float | None:
+        """Seconds since `candidate` had no capacity, or None when that is not remembered (any more)."""
+        at = self._missed_at.get(candidate)
+        if at is None:
+            return None
+        age = self._clock() - at
+        if age >= self._ttl:
+            del self._missed_at[candidate]
+            return None
+        return age
 
 
 # ---------------------------------------------------------------- errors

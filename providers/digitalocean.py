@@ -45,6 +45,7 @@ from providers.base import (
     AuthError,
     BillingRule,
     CapacityError,
+    CapacityMemory,
     DestroyFailure,
     Headroom,
     InstanceStatus,
@@ -105,8 +106,7 @@ class DigitalOceanProvider:
         self._token = token
         self._clock = clock
         self._sleep = sleep
-        self._miss_ttl = capacity_miss_ttl_s
-        self._misses: dict[tuple[str, str | None], float] = {}  # candidate -> when it had no capacity
+        self._misses = CapacityMemory(capacity_miss_ttl_s, clock)  # (size, region) candidates
         self._sizes: dict[str, dict[str, Any]] | None = None
         self._sizes_at = 0.0
         self._limit: int | None = None
@@ -148,18 +148,18 @@ class DigitalOceanProvider:
         body = self._body(target, spec.token)
         notes: list[str] = []
         candidates = self._candidates(target, notes)
-        remembered = [c for c in candidates if self._missed_recently(c)]
-        fresh = [c for c in candidates if c not in remembered]
+        ages = {c: self._misses.age(c) for c in candidates}
+        remembered = [c for c in candidates if ages[c] is not None]
+        fresh = [c for c in candidates if ages[c] is None]
         for size, region in remembered:
             if fresh:
-                age = self._clock() - self._misses[(size, region)]
-                notes.append(f"{_where(size, region)}: skipped, no capacity {age:.0f} s ago")
+                notes.append(f"{_where(size, region)}: skipped, no capacity {ages[(size, region)]:.0f} s ago")
         errors: list[CapacityError] = []
         for size, region in fresh or remembered:
             try:
                 made = self._launch(spec, body, size, region, notes)
             except CapacityError as err:
-                self._misses[(size, region)] = self._clock()
+                self._misses.remember((size, region))
                 notes.append(f"{_where(size, region)}: no capacity ({err})")
                 errors.append(err)
                 continue
@@ -259,10 +259,6 @@ class DigitalOceanProvider:
                 else:
                     out.append((size, region))
         return out
-
-    def _missed_recently(self, candidate: tuple[str, str | None]) -> bool:
-        at = self._misses.get(candidate)
-        return at is not None and self._clock() - at < self._miss_ttl
 
     def _launch(self, spec: LaunchSpec, base: dict[str, Any], size: str, region: str | None,
                 notes: list[str]) -> list[ProviderInstance]:
