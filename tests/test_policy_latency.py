@@ -72,7 +72,8 @@ def test_rising_demand_scales_up_once_it_lasts() -> None:
     # a shortfall on one read only may be a burst the ready slots clear; one that lasts is real
     once = recommend(pool(), view(ready=4), readings(4 * 8 + 40, 1.0), steady(3.0), NOW)
     lasting = recommend(pool(), view(ready=4), readings(4 * 8 + 40, 1.0), ending_with(steady(3.0), 6.0, 8), NOW)
-    assert once.desired <= 4 < lasting.desired
+    assert once.desired < lasting.desired
+    assert once.demand_sample == lasting.demand_sample
 
 
 def test_a_queue_counts_at_most_a_multiple_of_the_busy_machines() -> None:
@@ -105,9 +106,15 @@ def test_excess_quantile_by_hand() -> None:
     import numpy as np
 
     values = np.array([1.0, 1.0, 1.0, 5.0, 1.0, 1.0])
-    # hold over 1 sample, ahead 2: excesses at i=0..3: max(v[1..2])-v0=0, max(v[2..3])-v1=4, 4, 0
+    # hold over 1 sample, ahead 2: excesses at i=0..3: max(v[1..2])-v0=0, max(v[2..3])-v1=4, 4, 0;
+    # the quantile is taken over the rises that happened (a sparse trace's idle windows do not
+    # dilute them)
     assert excess_quantile(values, 1, 2, 1.0) == pytest.approx(4.0)
-    assert excess_quantile(values, 1, 2, 0.0) == pytest.approx(0.0)
+    assert excess_quantile(values, 1, 2, 0.0) == pytest.approx(4.0)
+    # hold over 2 samples: excesses at i=1..3: max(v[2..3]) - max(v[0..1]) = 4,
+    # max(v[3..4]) - max(v[1..2]) = 4, max(v[4..5]) - max(v[2..3]) = -4
+    assert excess_quantile(values, 2, 2, 0.5) == pytest.approx(4.0)
+    assert excess_quantile(np.array([3.0, 2.0, 1.0, 0.0]), 1, 2, 1.0) == 0.0  # only falls
     assert excess_quantile(values[:2], 1, 2, 1.0) == 0.0
 
 

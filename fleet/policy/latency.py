@@ -1,25 +1,29 @@
 """The latency-aware policy: size a pool so work starts within `latency_budget_s`.
 
-The user states the budget and `boot_seconds`; nothing else is tuned.  A machine
-asked for now serves only after a boot, so the pool must already hold what demand
-may rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each):
+The user states the budget and `boot_seconds`; nothing else is tuned per pool.  A machine
+asked for now serves only after a boot, so the pool must already hold what demand may
+rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each):
 
-  demand    x = queued + running work / slots (the `queue_depth` reading; from
-            `gpu_utilization` when the queue is unread).  Queued work beyond what
-            the ready slots clear within the budget is counted once, not per item.
-  hold      the highest demand of the last `HOLD_BOOTS` boot times: capacity is
-            released only after it has been unneeded for that long (ski rental, the
-            rule the clairvoyant bound follows), so bursts do not pay boot after boot.
-  headroom  the larger of a square-root staffing margin (BETA * sqrt(hold)) and the
-            RISE_QUANTILE of how far demand rose within one boot time over the
-            pool's recorded history (`PoolHistory.demand`), plus the current growth
-            of the queue over the last boot time.
+  demand    x = (queued + running) / slots, from the `queue_depth` reading (from
+            `gpu_utilization` when the queue is unread).  The readings carry no per-item
+            time, so a queue says capacity is short but not by how much: queued work counts
+            at most BACKLOG_FACTOR x the busy machines (+ BACKLOG_SLACK), a bound that rises
+            as capacity arrives, instead of one machine per queued item, which over-launches
+            in a burst.
+  level     the demand seen on two reads in a row (a burst the ready slots clear within a
+            tick is no reason to boot), averaged over SMOOTH_S, but never below the machines'
+            worth of work already running (long jobs hold their slots).  `x` is the
+            `demand_sample` the controller stores and hands back as `PoolHistory.demand`.
+  hold      the highest level of the last HOLD_BOOTS boot times: capacity is released only
+            after it has been unneeded that long (ski rental, the rule the clairvoyant
+            bound follows), so bursts do not pay boot after boot.
+  headroom  the RISE_QUANTILE, over the recorded history, of how far the level rose above
+            such a hold within one boot time: what the hold alone would have missed.
 
-  desired = ceil(hold + headroom)
+  desired = ceil(hold + headroom); no scale-down before the history covers EVIDENCE_BOOTS
+  boot times (a cold start or a restart without records knows nothing is idle).
 
-Pure: every input is an argument; `demand_sample` (x) is what the controller stores
-with the decision and hands back as `PoolHistory.demand`.  `history_window_s(pool)`
-says how much of that history the policy reads.
+Pure: every input is an argument.  `history_window_s(pool)` says how much history it reads.
 """
 
 from __future__ import annotations
@@ -27,22 +31,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 
 from fleet.config import PoolConfig
-from fleet.model import PoolHistory, PoolView, Reason, SignalReading
+from fleet.model import MachineState, PoolHistory, PoolView, Reason, SignalReading
 
+# Tuned on the first half of each trace in ../shared/traces (bench/scaling.py), judged on the rest.
 HOLD_BOOTS = 1.0  # keep capacity this many boot times after it was last needed
-BETA = 0.0  # square-root staffing margin, in sqrt(machines)
-RISE_QUANTILE = 0.9  # of past rises within one boot time
+RISE_QUANTILE = 0.9  # of past rises above the hold within one boot time
+SMOOTH_S = 120.0  # the level: mean demand over this long
+BACKLOG_FACTOR = 1.25  # queued work counts at most this many times the busy machines ...
+BACKLOG_SLACK = 1.0  # ... plus this many machines
 HISTORY_BOOTS = 20.0  # history read: this many boot times (at least an hour)
 EVIDENCE_BOOTS = 3.0  # no scale-down before the history covers this many boot times
-PERSIST = True
-SMOOTH_S = 120.0
-BACKLOG_FACTOR = 1.25
-BACKLOG_SLACK = 1.0  # count demand seen on two consecutive reads
+POSITIVE_ONLY = True
+BETA = 1.5  # square-root staffing: sqrt(busy slots) idle slots at least
+_MAX_SAMPLES = 60  # rises are measured on at most this many samples
 _EPS = 1e-9
+_CAPACITY = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY})
 
 
 @dataclass(frozen=True)
@@ -59,97 +68,121 @@ def history_window_s(pool: PoolConfig) -> float:
     return max(3600.0, HISTORY_BOOTS * pool.boot_seconds)
 
 
-def _demand(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading]) -> float | None:
-    """Work in the pool now, in machines; None when no reading says.
+def _reading(readings: Sequence[SignalReading], kind: str) -> float | None:
+    for r in readings:
+        if r.kind == kind and r.value is not None:
+            return r.value
+    return None
 
-    Queued items are counted one slot each, but at most BACKLOG_FACTOR times the machines
-    that are busy (plus BACKLOG_SLACK): a queue says capacity is short, not by how much (the
-    readings carry no per-item time), and one machine per queued item over-launches in a burst.
-    A shortfall that lasts raises the count again next tick, geometrically."""
-    slots = pool.slots_per_machine
-    queue = next((r.value for r in readings if r.kind == "queue_depth" and r.value is not None), None)
-    util = next((r.value for r in readings if r.kind == "gpu_utilization" and r.value is not None), None)
-    busy = None if util is None else max(0.0, util) * view.ready
+
+def demand(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading],
+           ready: int | None = None) -> float | None:
+    """Work in the pool now, in machines (queued work bounded by the busy machines, see the
+    module doc); None when no reading says.  `ready` is `view.ready`, when the caller has it."""
+    ready = view.ready if ready is None else ready
+    queue = _reading(readings, "queue_depth")
+    util = _reading(readings, "gpu_utilization")
     if queue is None:
-        return busy
-    x = max(0.0, queue) / slots
-    if busy is not None:
-        x = min(x, BACKLOG_FACTOR * busy + BACKLOG_SLACK)
-    else:
-        x = min(x, BACKLOG_FACTOR * view.capacity + BACKLOG_SLACK)
-    return x
+        return None if util is None else max(0.0, util) * ready
+    x = max(0.0, queue) / pool.slots_per_machine
+    busy = min(x, ready) if util is None else max(0.0, util) * ready
+    return min(x, BACKLOG_FACTOR * busy + BACKLOG_SLACK)
 
 
-def _window_max(values: np.ndarray, steps: int, ahead: bool) -> np.ndarray:
-    """max(values[i+1 .. i+steps]) (ahead) or max(values[i-steps+1 .. i]) (behind), for every i
-    whose window is complete; entry k belongs to i = k (behind: i = k + steps - 1)."""
-    n = len(values) - steps + (0 if ahead else 1)
-    if n <= 0:
-        return np.empty(0)
-    first = 1 if ahead else 0
-    out = values[first: first + n].copy()
-    for j in range(1, steps):
-        np.maximum(out, values[first + j: first + j + n], out=out)
+def level_series(raw: np.ndarray, k: int) -> np.ndarray:
+    """Demand seen on two reads in a row, then a moving mean over k samples (the first k
+    samples, without k before them, are taken as they are)."""
+    values = raw.copy()
+    np.minimum(values[1:], raw[:-1], out=values[1:])
+    if k <= 1 or len(values) <= k:
+        return values
+    c = values.cumsum()
+    values[k:] = (c[k:] - c[:-k]) / k  # the first k keep their own value
+    return values
+
+
+def window_max(values: np.ndarray, w: int) -> np.ndarray:
+    """out[i] = max(values[i : i + w]) for every complete window, in O(n log w) numpy steps."""
+    out, p = values, 1
+    while 2 * p <= w:  # out[i] = max(values[i : i + 2p])
+        out = np.maximum(out[:-p], out[p:])
+        p *= 2
+    if p < w:  # two overlapping windows of p cover one of w
+        out = np.maximum(out[: len(values) - w + 1], out[w - p:])
     return out
 
 
 def excess_quantile(values: np.ndarray, hold_steps: int, ahead_steps: int, q: float) -> float:
-    """The q-quantile, over the recorded samples, of how far demand in the next `ahead_steps`
-    rose above the hold (the max of the last `hold_steps`): what capacity kept by the hold
-    alone would have missed.  0 with too little history."""
-    behind = _window_max(values, hold_steps, ahead=False)  # behind[k] is the hold at i = k + hold_steps - 1
-    future = _window_max(values, ahead_steps, ahead=True)  # future[i] for i = 0 .. n - ahead_steps - 1
-    lo = hold_steps - 1
-    m = len(future) - lo
+    """The q-quantile, over the samples, of max(values[i+1 .. i+ahead_steps]) minus the hold
+    max(values[i-hold_steps+1 .. i]): how far demand rose above what a hold kept.  0 with
+    too little history."""
+    n = len(values)
+    m = n - hold_steps - ahead_steps + 1  # samples i with both windows complete
     if m <= 0:
         return 0.0
-    excess = future[lo: lo + m] - behind[:m]
-    return max(0.0, float(np.quantile(excess, q)))
+    behind = window_max(values[: hold_steps + m - 1], hold_steps)
+    ahead = window_max(values[hold_steps:], ahead_steps)[:m]
+    excess = ahead - behind
+    if POSITIVE_ONLY:
+        excess = excess[excess > 0]
+        m = len(excess)
+        if m == 0:
+            return 0.0
+    rank = min(m - 1, max(0, math.ceil(q * m) - 1))  # the nearest-rank quantile
+    return max(0.0, float(np.partition(excess, rank)[rank]))
 
 
 def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading], history: PoolHistory,
               now: float) -> LatencyDecision:
     boot = pool.boot_seconds
-    x = _demand(pool, view, readings)
-    current = view.capacity
+    ready = current = 0  # view.ready and view.capacity, in one pass
+    for m in view.machines:
+        if m.state in _CAPACITY:
+            current += 1
+            ready += m.state is MachineState.READY
+    x = demand(pool, view, readings, ready)
     if x is None:
-        return LatencyDecision(current, (Reason("latency_no_signal", "no queue or utilization reading: "
-                                                                      f"holding {current}"),), None)
+        return LatencyDecision(current, (Reason("latency_no_signal",
+                                                f"no queue or utilization reading: holding {current}"),), None)
+    samples = history.demand
     window = history_window_s(pool)
-    past = [(t, v) for t, v in history.demand if now - window <= t < now]
-    times = np.fromiter((t for t, _ in past), float, len(past))
-    raw = np.append(np.fromiter((v for _, v in past), float, len(past)), x)
-    # Demand seen on two reads in a row: a burst the ready slots clear within a tick is not a
-    # reason to boot machines (one machine per queued item over-launches); a shortfall that lasts is.
-    values = np.minimum(raw, np.append(raw[:1], raw[:-1])) if PERSIST else raw
-    if SMOOTH_S > 0 and len(past) >= 2:  # the level: a moving mean over SMOOTH_S
-        dt = max((times[-1] - times[0]) / (len(times) - 1), 1e-3)
-        k = max(1, round(SMOOTH_S / dt))
-        if k > 1 and len(values) >= k:
-            c = np.cumsum(np.insert(values, 0, 0.0))
-            head = c[1:k] / np.arange(1, k)
-            values = np.concatenate([head, (c[k:] - c[:-k]) / k])
-    x_eff = float(values[-1])
+    if samples and (samples[0][0] < now - window or samples[-1][0] >= now):
+        samples = tuple(p for p in samples if now - window <= p[0] < now)
+    n = len(samples)
+    dt = max((samples[-1][0] - samples[0][0]) / (n - 1), 1e-3) if n >= 2 else 0.0
+    k = max(1, round(SMOOTH_S / dt)) if dt else 1
     hold_s = HOLD_BOOTS * boot
-    # hold: the highest demand of the last hold window, now included (ski rental)
-    recent = values[:-1][times >= now - hold_s]
-    hold = max(x_eff, float(recent.max())) if len(recent) else x_eff
-    # headroom: how far demand rose above such a hold within one boot (and a tick), as recorded
+    back = sum(1 for t, _ in samples[-int(hold_s / dt) - 2:] if t >= now - hold_s) if dt else 0
+    # levels over the hold window (and k samples before it, so each mean is whole)
+    recent = samples[max(0, n - back - k):]
+    raw = np.fromiter(chain(map(itemgetter(1), recent), (x,)), float, len(recent) + 1)
+    levels = level_series(raw, k)
+    # work already running holds its slots: never smoothed away
+    util = _reading(readings, "gpu_utilization")
+    running = min(x, ready) if util is None else min(x, max(0.0, util) * ready)
+    level = max(float(levels[-1]), running)
+    hold = max(level, float(levels[len(levels) - 1 - back:].max()))  # the hold window, now included
     excess = 0.0
-    if len(past) >= 2:
-        dt = max((times[-1] - times[0]) / (len(times) - 1), 1e-3)
-        hold_steps = max(1, round(hold_s / dt) + 1)
-        ahead_steps = max(1, math.ceil((boot + dt) / dt - _EPS))
-        excess = excess_quantile(values, hold_steps, ahead_steps, RISE_QUANTILE)
+    if n >= 2:
+        # rises, on a grid of at most _MAX_SAMPLES (a coarser grid for long histories: same rises)
+        step = max(1, math.ceil(n / _MAX_SAMPLES))
+        picked = samples[(n - 1) % step::step]  # ends at the last sample
+        coarse = np.fromiter(chain(map(itemgetter(1), picked), (x,)), float, len(picked) + 1)
+        coarse = level_series(coarse, max(1, round(k / step)))
+        coarse[-1] = level
+        hold_steps = max(1, round(hold_s / (dt * step)) + 1)
+        ahead_steps = max(1, math.ceil((boot + dt) / (dt * step) - _EPS))
+        excess = excess_quantile(coarse, hold_steps, ahead_steps, RISE_QUANTILE)
     slots = pool.slots_per_machine
-    noise = BETA * math.sqrt(hold * slots) / slots  # square-root staffing, counted in slots
+    noise = BETA * math.sqrt(max(hold, 0.0) * slots) / slots  # square-root staffing, counted in slots
     headroom = max(noise, excess)
     desired = max(0, math.ceil(hold + headroom - _EPS))
-    # No release without evidence: until the history covers a hold window (a cold start, a
-    # restart without records) nothing says the capacity is unneeded.
-    if desired < current and (len(times) == 0 or times[0] > now - EVIDENCE_BOOTS * boot):
+    held = ""
+    if desired < current and (n == 0 or samples[0][0] > now - EVIDENCE_BOOTS * boot):
         desired = current
-    reasons = (Reason("latency", f"demand {x:.2f} machines, hold {hold:.2f} (max of last {hold_s:g}s), "
-                                 f"headroom {headroom:.2f} (sqrt staffing {noise:.2f}, q{RISE_QUANTILE:g} rise "
-                                 f"over the hold within a boot {excess:.2f}) -> {desired}"),)
+        held = f"; history shorter than {EVIDENCE_BOOTS * boot:g}s: not releasing"
+    reasons = (Reason("latency", f"demand {x:.2f} machines, level {level:.2f}, hold {hold:.2f} (max of "
+                                 f"the last {hold_s:g}s), headroom {headroom:.2f} (sqrt staffing {noise:.2f}, "
+                                 f"q{RISE_QUANTILE:g} of rises above the hold within a boot {excess:.2f}) "
+                                 f"-> {desired}{held}"),)
     return LatencyDecision(desired, reasons, x, hold, headroom)
