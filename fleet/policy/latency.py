@@ -41,7 +41,7 @@ from fleet.model import MachineState, PoolHistory, PoolView, Reason, SignalReadi
 
 # Tuned on the first half of each trace in ../shared/traces (bench/scaling.py), judged on the rest.
 HOLD_BOOTS = 1.0  # keep capacity this many boot times after it was last needed
-RISE_QUANTILE = 0.9  # of past rises above the hold within one boot time
+RISE_QUANTILE = 0.99  # of past rises above the hold within one boot time
 SMOOTH_S = 120.0  # the level: mean demand over this long
 BACKLOG_FACTOR = 1.25  # queued work counts at most this many times the busy machines ...
 BACKLOG_SLACK = 1.0  # ... plus this many machines
