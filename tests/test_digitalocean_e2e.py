@@ -224,8 +224,9 @@ def chaos(rng: random.Random, rate: float):
     return pick
 
 
+@pytest.mark.parametrize("seed", [7, 11, 23])
 def test_100_ticks_of_random_demand_with_20_percent_failures(
-        fake: FakeDigitalOcean, clock: FakeClock, tmp_path: Path, seed: int = 7) -> None:
+        fake: FakeDigitalOcean, clock: FakeClock, tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     global_cap, pool_cap = 30.0, 25.0  # at $3.39 a launch (the dearest candidate): 7 machines fit
     ctl = controller(fake, clock, tmp_path, queue=None, budget=global_cap, max_hourly_usd=pool_cap)
@@ -266,4 +267,5 @@ def test_100_ticks_of_random_demand_with_20_percent_failures(
     print(f"seed={seed} requests={len(fake.requests)} injected={injected} failed_ticks={failed_ticks} "
           f"created={len(fake.created)} destroyed={destroyed} live={len(fake.live())} "
           f"spent={spent:.2f} hours={hours:.2f} slept={sum(clock.slept):.0f}s")
-    assert destroyed > 0 and failed_ticks < 100  # demand moved the fleet both ways
+    assert destroyed > 0  # demand moved the fleet both ways
+    assert failed_ticks == 0, "API failures must be absorbed by the tick, never crash it"
