@@ -51,6 +51,8 @@ log = logging.getLogger("fleet")
 
 # A machine we created may take a moment to appear in an eventually consistent listing.
 LISTING_GRACE_S = 60.0
+# A machine still listed this long after its destroy request is asked again.
+DESTROY_RETRY_AFTER_S = 30.0
 # An unconfirmed create's token is reused for this long (EC2 dedupes on ClientToken).
 TOKEN_REUSE_S = 600.0
 
@@ -291,8 +293,18 @@ class Controller:
         by_provider: dict[str, list[MachineRow]] = {}
         for row in rows:
             listed = {i.id for i in obs.listings.get(row.provider, [])}
-            if row.provider_id in listed and row.provider not in obs.blocked:
-                by_provider.setdefault(row.provider, []).append(row)
+            waited = now - (row.terminating_at or now)
+            # Destroys are asynchronous (a Droplet stays listed for a moment after its DELETE):
+            # ask again only when the provider had time to act on the first request.
+            if row.provider_id not in listed or row.provider in obs.blocked or waited < DESTROY_RETRY_AFTER_S:
+                continue
+            by_provider.setdefault(row.provider, []).append(row)
+            pool = self._pool_cfg(row.pool)
+            if pool is not None and waited > pool.destroy_timeout_s:
+                result.notes.setdefault(row.pool, []).append(
+                    f"{row.provider_id} still exists {waited:.0f}s after its destroy (destroy_timeout_s="
+                    f"{pool.destroy_timeout_s:g}): still billed, retrying; check the provider console")
+                self.metrics.provider_errors.labels(row.provider, "destroy_timeout").inc()
         for provider_name, retry in by_provider.items():
             self._destroy(provider_name, retry, now, result, "retry")
 

@@ -305,3 +305,30 @@ def test_only_the_lease_holder_acts(database_url, tmp_path):
     rig.clock.advance(first.config.fleet.lease_seconds + 1)  # the leader died: its lease runs out
     assert not second.tick().dry_run
     assert first.tick().dry_run
+
+
+def test_a_destroy_that_does_not_finish_is_retried_and_reported(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_down_cooldown_s=0, scale_down_stabilization_s=0,
+                   destroy_timeout_s=120)
+    rig.set(queue=4)
+    rig.controller().tick()
+
+    class IgnoresDestroys(CrashingCloud):  # the API accepts the destroy and never does it
+        def destroy(self, ids):
+            self.asked.append(list(ids))
+            return []
+
+    cloud = IgnoresDestroys(rig.cloud, "none", "never")
+    cloud.asked = []
+    from fleet.controller import Controller
+
+    ctl = Controller(rig.config, providers={"simulated": cloud}, clock=rig.clock)
+    rig.set(queue=0)
+    notes = []
+    for _ in range(10):
+        rig.clock.advance(15)
+        notes += [n for ns in ctl.tick().notes.values() for n in ns]
+    assert len(cloud.asked) >= 3  # asked again every tick once 30 s have passed
+    assert any("still exists" in n and "destroy_timeout_s=120" in n for n in notes)
+    assert len(rig.cloud_ids()) == 1  # still there, still billed, still tracked
+    assert {m.state for m in ctl.store.unfinished_machines()} == {MachineState.TERMINATING}
