@@ -141,3 +141,25 @@ def test_decide_never_scales_down_on_a_missing_signal() -> None:
     plan = decide(cfg, fleet, {"p": readings(0, None)}, History({"p": steady(0.0)}), NOW)
     assert plan.pool("p").desired == 10
     assert not math.isnan(plan.pool("p").demand_sample or 0.0)
+
+
+def test_release_takes_only_idle_machines_ready_for_a_hold_window() -> None:
+    from fleet.model import Machine, MachineState, PoolView
+
+    def ready(i: int, ready_at: float, work: float = 0.0) -> Machine:
+        return Machine(id=f"m{i}", pool="p", state=MachineState.READY, size="gpu-h100x1-80gb", region="sim1",
+                       price_hourly_usd=3.0, created_at=ready_at - BOOT, ready_at=ready_at, work_left=work)
+
+    # 6 ready: 2 idle for long, 2 idle but ready only a minute ago, 2 busy; demand says ~1 machine
+    machines = (ready(0, NOW - 3000), ready(1, NOW - 3000), ready(2, NOW - 60), ready(3, NOW - 60),
+                ready(4, NOW - 3000, work=1), ready(5, NOW - 3000, work=1))
+    pool_view = PoolView(name="p", machines=machines, launch_price_hourly_usd=3.0)
+    decision = recommend(pool(), pool_view, readings(2, 2 / 48), steady(0.25), NOW)
+    assert decision.desired == 4  # only the two long-idle machines go
+    assert "releasing only those" in decision.reasons[0].message
+
+
+def test_nothing_is_released_while_a_machine_boots() -> None:
+    # decide removes booting machines first: releasing now would throw away what was just bought
+    decision = recommend(pool(), view(ready=6, booting=2), readings(2, 2 / 48), steady(0.25), NOW)
+    assert decision.desired == 8

@@ -11,17 +11,18 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
             as capacity arrives, instead of one machine per queued item, which over-launches
             in a burst.
   level     the demand seen on two reads in a row (a burst the ready slots clear within a
-            tick is no reason to boot), averaged over SMOOTH_S, but never below the machines'
-            worth of work already running (long jobs hold their slots).  `x` is the
+            tick is no reason to boot), averaged over SMOOTH_S.  `x` is the
             `demand_sample` the controller stores and hands back as `PoolHistory.demand`.
-  hold      the highest level of the last HOLD_BOOTS boot times: capacity is released only
-            after it has been unneeded that long (ski rental, the rule the clairvoyant
-            bound follows), so bursts do not pay boot after boot.
+  hold      the highest level of the last HOLD_BOOTS boot times (and at least the work
+            running now, which holds its slots whatever the averages say): capacity is released only
+            after it has been unneeded that long (ski rental, the rule the clairvoyant bound
+            follows), so bursts do not pay boot after boot.
   headroom  the RISE_QUANTILE, over the recorded history, of how far the level rose above
             such a hold within one boot time: what the hold alone would have missed.
 
-  desired = ceil(hold + headroom); no scale-down before the history covers EVIDENCE_BOOTS
-  boot times (a cold start or a restart without records knows nothing is idle).
+  desired = ceil(hold + headroom); a scale-down releases only idle machines that have been
+  ready a hold window (one just bought is kept), and none before the history covers
+  EVIDENCE_BOOTS boot times (a cold start or a restart without records knows nothing is idle).
 
 Pure: every input is an argument.  `history_window_s(pool)` says how much history it reads.
 """
@@ -49,6 +50,7 @@ HISTORY_BOOTS = 20.0  # history read: this many boot times (at least an hour)
 EVIDENCE_BOOTS = 3.0  # no scale-down before the history covers this many boot times
 POSITIVE_ONLY = True
 BETA = 1.5  # square-root staffing: sqrt(busy slots) idle slots at least
+HOLD_WHILE_BOOTING = True  # decide removes booting machines first (fleet/policy/removal.py)
 _MAX_SAMPLES = 60  # rises are measured on at most this many samples
 _EPS = 1e-9
 _CAPACITY = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY})
@@ -157,16 +159,18 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     recent = samples[max(0, n - back - k):]
     raw = np.fromiter(chain(map(itemgetter(1), recent), (x,)), float, len(recent) + 1)
     levels = level_series(raw, k)
-    # work already running holds its slots: never smoothed away
+    level = float(levels[-1])
+    hold = float(levels[len(levels) - 1 - back:].max())  # the hold window, now included
+    # work already running holds its slots now, whatever the averages say
     util = _reading(readings, "gpu_utilization")
     running = min(x, ready) if util is None else min(x, max(0.0, util) * ready)
-    level = max(float(levels[-1]), running)
-    hold = max(level, float(levels[len(levels) - 1 - back:].max()))  # the hold window, now included
+    base = max(hold, running)
     excess = 0.0
     if n >= 2:
         # rises, on a grid of at most _MAX_SAMPLES (a coarser grid for long histories: same rises)
         step = max(1, math.ceil(n / _MAX_SAMPLES))
-        picked = samples[(n - 1) % step::step]  # ends at the last sample
+        # the grid is aligned to absolute time, so the same samples are picked tick after tick
+        picked = samples[(n - 1 - round(samples[-1][0] / dt)) % step::step]
         coarse = np.fromiter(chain(map(itemgetter(1), picked), (x,)), float, len(picked) + 1)
         coarse = level_series(coarse, max(1, round(k / step)))
         coarse[-1] = level
@@ -174,15 +178,25 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
         ahead_steps = max(1, math.ceil((boot + dt) / (dt * step) - _EPS))
         excess = excess_quantile(coarse, hold_steps, ahead_steps, RISE_QUANTILE)
     slots = pool.slots_per_machine
-    noise = BETA * math.sqrt(max(hold, 0.0) * slots) / slots  # square-root staffing, counted in slots
+    noise = BETA * math.sqrt(base * slots) / slots  # square-root staffing, counted in slots
     headroom = max(noise, excess)
-    desired = max(0, math.ceil(hold + headroom - _EPS))
+    desired = max(0, math.ceil(base + headroom - _EPS))
     held = ""
     if desired < current and (n == 0 or samples[0][0] > now - EVIDENCE_BOOTS * boot):
         desired = current
         held = f"; history shorter than {EVIDENCE_BOOTS * boot:g}s: not releasing"
+    elif desired < current:
+        # ski rental per machine: only an idle machine that has been ready a hold window is
+        # released; one just bought (booting, or ready moments ago) is kept
+        # (while any machine boots nothing is released: scale-down takes booting machines first)
+        releasable = 0 if (ready < current and HOLD_WHILE_BOOTING) else sum(
+            1 for m in view.machines if m.state is MachineState.READY and m.work_left <= 0
+            and (m.ready_at if m.ready_at is not None else m.created_at + boot) <= now - hold_s)
+        if current - desired > releasable:
+            desired = current - releasable
+            held = f"; {releasable} machine(s) idle and ready for {hold_s:g}s: releasing only those"
     reasons = (Reason("latency", f"demand {x:.2f} machines, level {level:.2f}, hold {hold:.2f} (max of "
-                                 f"the last {hold_s:g}s), headroom {headroom:.2f} (sqrt staffing {noise:.2f}, "
+                                 f"the last {hold_s:g}s), running {running:.2f}, headroom {headroom:.2f} (sqrt staffing {noise:.2f}, "
                                  f"q{RISE_QUANTILE:g} of rises above the hold within a boot {excess:.2f}) "
                                  f"-> {desired}{held}"),)
-    return LatencyDecision(desired, reasons, x, hold, headroom)
+    return LatencyDecision(desired, reasons, x, base, headroom)
