@@ -69,6 +69,18 @@ def plot(scn: Scenario, results: Sequence[RunResult], bound: LowerBound, path: s
                          label="fleet: ready (rest booting)")
         else:
             top.axhline(len(r.created), lw=1.0, ls=":", color=color, label=f"{r.policy}: {len(r.created)} always on")
+    # a runaway baseline must not flatten the rest: clip at 1.6x the highest of the others
+    tops = [float(np.max(bound.need))] if len(bound.need) else [1.0]
+    tops += [len(r.created) if not r.series.t else
+             float(np.max(np.asarray(r.series.ready) + np.asarray(r.series.booting))) for r in results
+             if r.policy in ("fleet", "static")]
+    limit = 1.6 * max(tops)
+    top.set_ylim(0, limit)
+    clipped = [r.policy for r in results if r.series.t
+               and np.max(np.asarray(r.series.ready) + np.asarray(r.series.booting)) > limit]
+    if clipped:
+        top.text(0.01, 0.97, f"clipped: {', '.join(clipped)} (see the table)", transform=top.transAxes,
+                 va="top", fontsize=8, color="0.3")
     top.set_ylabel("machines")
     top.legend(loc="upper right", fontsize=8, ncol=2)
     top.set_title(f"{scn.trace.name}: {scn.pool.name}, boot {scn.pool.boot_seconds:g}s, "
