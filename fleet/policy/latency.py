@@ -13,12 +13,15 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
   level     the demand seen on two reads in a row (a burst the ready slots clear within a
             tick is no reason to boot), averaged over SMOOTH_S.  `x` is the
             `demand_sample` the controller stores and hands back as `PoolHistory.demand`.
-  hold      the highest level of the last HOLD_BOOTS boot times (and at least the work
-            running now, which holds its slots whatever the averages say): capacity is released only
-            after it has been unneeded that long (ski rental, the rule the clairvoyant bound
-            follows), so bursts do not pay boot after boot.
-  headroom  the RISE_QUANTILE, over the recorded history, of how far the level rose above
-            such a hold within one boot time: what the hold alone would have missed.
+  hold      the highest level of the last HOLD_BOOTS boot times, and at least the work
+            running now (it holds its slots whatever the averages say): capacity is released
+            only after it has been unneeded that long (ski rental, the rule the clairvoyant
+            bound follows), so bursts do not pay boot after boot.
+  headroom  the larger of square-root staffing (BETA x sqrt(hold in slots) idle slots) and
+            the RISE_QUANTILE of the rises, over the recorded history, of the level above
+            such a hold within one boot time (what the hold alone would have missed; only
+            windows with a rise count, so a sparse trace's idle hours do not dilute them;
+            measured on a grid of at most 60 samples aligned to absolute time).
 
   desired = ceil(hold + headroom); a scale-down releases only idle machines that have been
   ready a hold window (one just bought is kept), and none before the history covers
@@ -48,8 +51,8 @@ BACKLOG_FACTOR = 1.25  # queued work counts at most this many times the busy mac
 BACKLOG_SLACK = 1.0  # ... plus this many machines
 HISTORY_BOOTS = 20.0  # history read: this many boot times (at least an hour)
 EVIDENCE_BOOTS = 3.0  # no scale-down before the history covers this many boot times
-POSITIVE_ONLY = True
-BETA = 1.5  # square-root staffing: sqrt(busy slots) idle slots at least
+POSITIVE_ONLY = True  # the quantile is over the windows where demand rose
+BETA = 1.5  # square-root staffing: BETA x sqrt(busy slots) idle slots at least
 HOLD_WHILE_BOOTING = True  # decide removes booting machines first (fleet/policy/removal.py)
 _MAX_SAMPLES = 60  # rises are measured on at most this many samples
 _EPS = 1e-9
