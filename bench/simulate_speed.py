@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleet.config import parse_config  # noqa: E402
 from fleet.sim.report import policy_row  # noqa: E402
-from fleet.sim.run import run_policy, scenario  # noqa: E402
+from fleet.sim.run import run_all, run_policy, scenario  # noqa: E402
 from fleet.sim.trace import Trace, load_trace, scale_trace  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "fleet" / "sim" / "data" / "azure_llm2023_code.csv"
@@ -47,6 +47,8 @@ def main() -> int:
     parser.add_argument("--policy", default="fleet", choices=["fleet", "reactive", "hpa", "static"])
     parser.add_argument("--requests", type=int, default=600_000)
     parser.add_argument("--days", type=float, default=23.0)
+    parser.add_argument("--compare", action="store_true",
+                        help="also replay every baseline and print cost / oracle and SLO for each")
     args = parser.parse_args()
     started = time.perf_counter()
     trace = long_trace(args.requests, args.days)
@@ -69,6 +71,13 @@ def main() -> int:
     print(f"synthesize {loaded - started:.1f}s, replay {replayed - loaded:.1f}s "
           f"({(replayed - loaded) / max(ticks, 1) * 1e6:.0f} us a tick); target: replay < 60 s: "
           f"{'met' if replayed - loaded < 60 else 'NOT met'}")
+    if args.compare:
+        results, bound = run_all(scn, ("fleet", "static", "reactive", "hpa"))
+        print(f"oracle ${bound.oracle_usd:,.0f}, work ${bound.work_usd:,.0f}")
+        for r in results:
+            row = policy_row(scn, r)
+            print(f"  {r.policy:<9} cost/oracle {row['cost_usd'] / bound.oracle_usd:5.2f}  "
+                  f"SLO {row['slo_attainment']:7.3%}  launches {row['launches']:,}  peak {row['peak_machines']}")
     return 0
 
 
