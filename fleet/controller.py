@@ -35,6 +35,7 @@ from fleet.model import (
     SignalReading,
 )
 from fleet.policy import decide
+from fleet.policy.latency import history_window_s
 from fleet.signals.collect import read_all
 from fleet.store.db import ensure_schema, make_engine
 from fleet.store.repo import MachineRow, Store, month_start, to_dt
@@ -143,7 +144,11 @@ class Controller:
             self.metrics.tick_seconds.observe(time.perf_counter() - started)
 
     def _lookback(self, pool: PoolConfig) -> float:
-        return max(pool.scale_down_stabilization_s, 6 * 3600.0 if pool.latency_budget_s else 0.0, 60.0)
+        """How much decision history the policy reads: the stabilization window, or the latency
+        policy's own window (its demand history, so a restart keeps what it learned)."""
+        if pool.latency_budget_s is not None:
+            return history_window_s(pool)
+        return max(pool.scale_down_stabilization_s, 60.0)
 
     # ------------------------------------------------------------ 1 observe
 

@@ -332,3 +332,21 @@ def test_a_destroy_that_does_not_finish_is_retried_and_reported(database_url, tm
     assert any("still exists" in n and "destroy_timeout_s=120" in n for n in notes)
     assert len(rig.cloud_ids()) == 1  # still there, still billed, still tracked
     assert {m.state for m in ctl.store.unfinished_machines()} == {MachineState.TERMINATING}
+
+
+def test_latency_pool_gets_its_recorded_demand_back_after_a_restart(database_url, tmp_path):
+    from fleet.policy.latency import history_window_s
+
+    rig = make_rig(database_url, tmp_path, latency_budget_s=5.0, slots_per_machine=8)
+    ctl = rig.controller()
+    for queue in (8, 16, 24, 16):
+        rig.set(queue=queue)
+        ctl.tick()
+        rig.clock.advance(15)
+    pool = rig.config.pool("imagegen")
+    fresh = rig.controller()  # a restart: what the policy learned lives in the database
+    hist = fresh.store.history({"imagegen": history_window_s(pool)}, rig.clock.now).of("imagegen")
+    assert len(hist.demand) == 4
+    assert [round(v, 3) for _, v in hist.demand][:1] == [1.0]  # 8 queued items / 8 slots
+    times = [t for t, _ in hist.demand]
+    assert times == sorted(times) and times[-1] - times[0] == 45  # oldest first, one per tick
