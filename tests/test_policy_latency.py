@@ -159,7 +159,28 @@ def test_release_takes_only_idle_machines_ready_for_a_hold_window() -> None:
     assert "releasing only those" in decision.reasons[0].message
 
 
-def test_nothing_is_released_while_a_machine_boots() -> None:
-    # decide removes booting machines first: releasing now would throw away what was just bought
-    decision = recommend(pool(), view(ready=6, booting=2), readings(2, 2 / 48), steady(0.25), NOW)
-    assert decision.desired == 8
+def test_a_latency_pool_releases_idle_ready_machines_and_keeps_booting_ones() -> None:
+    # 6 ready (r0 idle, r1..r5 busy), 2 booting, demand ~0.25: the idle ready machine goes,
+    # the boots already paid for are kept (a plain pool would remove booting machines first)
+    cfg = make_config(latency_budget_s=5, slots_per_machine=8, boot_seconds=BOOT, max=100)
+    plan = decide(cfg, Fleet({"p": view(ready=6, booting=2)}), {"p": readings(2, 2 / 48)},
+                  History({"p": steady(0.25)}), NOW).pool("p")
+    assert plan.desired == 7
+    destroyed = [i for a in plan.actions for i in getattr(a, "machine_ids", ())]
+    assert destroyed == ["r0"]
+
+
+def test_keep_booting_victims_are_idle_ready_first_longest_ready_first() -> None:
+    from fleet.model import Machine, MachineState
+    from fleet.policy.removal import choose_victims
+
+    def m(i: str, state: MachineState, created: float, work: float = 0.0) -> Machine:
+        return Machine(id=i, pool="p", state=state, size="gpu-h100x1-80gb", region="sim1", price_hourly_usd=3.0,
+                       created_at=created, ready_at=created + BOOT if state is MachineState.READY else None,
+                       work_left=work)
+
+    fleet_machines = (m("new", MachineState.READY, NOW - 400), m("old", MachineState.READY, NOW - 4000),
+                      m("busy", MachineState.READY, NOW - 5000, work=3), m("boot", MachineState.BOOTING, NOW - 10))
+    ids = [v.id for v in choose_victims(fleet_machines, 4, keep_booting=True)]
+    assert ids == ["old", "new", "busy", "boot"]
+    assert [v.id for v in choose_victims(fleet_machines, 1)] == ["boot"]  # the default order is unchanged

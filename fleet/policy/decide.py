@@ -144,7 +144,7 @@ def decide_pool(
         actions.append(CreateAction(pool=pool.name, count=desired - current, size=pool.size[0],
                                     region=pool.region[0] if pool.region else "", price_hourly_usd=price))
         budget.burn += (desired - current) * price
-    victims = stuck + choose_victims(live, current - desired)
+    victims = stuck + choose_victims(live, current - desired, keep_booting=pool.latency_budget_s is not None)
     if victims:
         actions.append(DestroyAction(pool=pool.name, machine_ids=tuple(m.id for m in victims)))
     return PoolPlan(recommendation=recommendation, desired=desired, actions=tuple(actions),

@@ -24,7 +24,8 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
             measured on a grid of at most 60 samples aligned to absolute time).
 
   desired = ceil(hold + headroom); a scale-down releases only idle machines that have been
-  ready a hold window (one just bought is kept), and none before the history covers
+  ready a hold window (one just bought, booting or ready, is kept: decide removes idle
+  ready machines first for a latency pool), and none before the history covers
   EVIDENCE_BOOTS boot times (a cold start or a restart without records knows nothing is idle).
 
 Pure: every input is an argument.  `history_window_s(pool)` says how much history it reads.
@@ -53,7 +54,6 @@ HISTORY_BOOTS = 20.0  # history read: this many boot times (at least an hour)
 EVIDENCE_BOOTS = 3.0  # no scale-down before the history covers this many boot times
 POSITIVE_ONLY = True  # the quantile is over the windows where demand rose
 BETA = 1.5  # square-root staffing: BETA x sqrt(busy slots) idle slots at least
-HOLD_WHILE_BOOTING = True  # decide removes booting machines first (fleet/policy/removal.py)
 _MAX_SAMPLES = 60  # rises are measured on at most this many samples
 _EPS = 1e-9
 _CAPACITY = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY})
@@ -191,8 +191,8 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     elif desired < current:
         # ski rental per machine: only an idle machine that has been ready a hold window is
         # released; one just bought (booting, or ready moments ago) is kept
-        # (while any machine boots nothing is released: scale-down takes booting machines first)
-        releasable = 0 if (ready < current and HOLD_WHILE_BOOTING) else sum(
+        # (decide then removes idle ready machines before booting ones: fleet/policy/removal.py)
+        releasable = sum(
             1 for m in view.machines if m.state is MachineState.READY and m.work_left <= 0
             and (m.ready_at if m.ready_at is not None else m.created_at + boot) <= now - hold_s)
         if current - desired > releasable:

@@ -1,10 +1,13 @@
 """Which machines to remove when a pool shrinks.
 
-Machines that are not ready yet go first (they serve nobody and, billed per
-second, cost the same as ready ones), newest first; then ready machines with
-the least work left.  Only machines in the pool's view are candidates, and the
-view only ever holds machines carrying our tags, so a machine that is not ours
-can never be chosen.
+By default machines that are not ready yet go first (they serve nobody and, billed per
+second, cost the same as ready ones), newest first; then ready machines with the least
+work left.  With `keep_booting` (latency pools, whose policy releases only machines that
+have sat idle, see fleet/policy/latency.py) ready machines go first, the least work left
+then the longest ready, and booting machines last: a boot already paid for is about to
+serve the rise it was bought for.  Only machines in the pool's view are candidates, and
+the view only ever holds machines carrying our tags, so a machine that is not ours can
+never be chosen.
 """
 
 from __future__ import annotations
@@ -16,11 +19,17 @@ from fleet.model import Machine, MachineState
 _NOT_READY = (MachineState.REQUESTED, MachineState.BOOTING)
 
 
-def choose_victims(machines: Iterable[Machine], count: int) -> tuple[Machine, ...]:
+def choose_victims(machines: Iterable[Machine], count: int, keep_booting: bool = False) -> tuple[Machine, ...]:
     if count <= 0:
         return ()
     machines = tuple(machines)
     booting = sorted((m for m in machines if m.state in _NOT_READY), key=lambda m: (-m.created_at, m.id))
+    if keep_booting:
+        ready = sorted(
+            (m for m in machines if m.state is MachineState.READY),
+            key=lambda m: (m.work_left, m.ready_at if m.ready_at is not None else m.created_at, m.id),
+        )
+        return tuple((ready + booting)[:count])
     ready = sorted(
         (m for m in machines if m.state is MachineState.READY),
         key=lambda m: (m.work_left, -m.created_at, m.id),
