@@ -11,6 +11,12 @@ quantile of arrivals are judged, and cost is machine time inside that part (pro 
 same for the oracle).  `--tune` instead replays the first part alone and judges its second half.  The policy's constants were tuned on the first
 part only.  Prints cost / oracle and SLO attainment per policy, and whether `fleet` meets the
 targets: >= 99% SLO, <= 2.0x the oracle, cheaper than every baseline reaching 99%.
+
+Two static rows: `static` is sized in hindsight (searched on the very part judged, which on a
+steady trace can undercut the zero-wait oracle); `static-tuned` is sized on the part before
+the judged one (the data the fleet policy's constants were tuned on) and judged after, as a
+user would have to.  Two verdicts: against every baseline, hindsight static included, and
+against the deployable ones (static-tuned, reactive, hpa).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleet.config import Config, parse_config  # noqa: E402
-from fleet.sim.run import Scenario, run_all, scenario, slo_attainment  # noqa: E402
+from fleet.sim.engine import RunResult  # noqa: E402
+from fleet.sim.run import Scenario, run_all, run_static, scenario, search_static, slo_attainment  # noqa: E402
 from fleet.sim.trace import Trace, load_trace, scale_trace  # noqa: E402
 
 TRACES = {
@@ -35,6 +42,7 @@ TRACES = {
     "openb": ("alibaba_gpu2023_openb_pod_list_default.csv", 1, 60.0, 60.0),
 }
 POLICIES = ("fleet", "static", "reactive", "hpa")
+DEPLOYABLE = ("static-tuned", "reactive", "hpa")  # baselines a user could run without hindsight
 TARGET_BUSY = 8.0
 
 
@@ -101,6 +109,7 @@ def main() -> int:
             scn = Scenario(**{**scn.__dict__, "trace": trace,
                               "judge_from_s": float(np.quantile(trace.arrival_s, 0.5))})
         results, bound = run_all(scn, POLICIES)
+        results.append(static_tuned(scn))
         start, end = scn.warmup_s, max(r.end_s for r in results)
         oracle = bound.cost_between(start, end)
         print(f"\n== {name}: {scn.trace.name}, {len(scn.trace):,} requests, "
@@ -115,16 +124,32 @@ def main() -> int:
             cost = r.cost_between(start, end)
             slo = slo_attainment(scn, r)
             rows[r.policy] = (cost, slo)
-            extra = f"  static size {len(r.created)}" if r.policy == "static" else ""
-            print(f"   {r.policy:<9} cost/oracle {cost / oracle:6.2f}  SLO {slo:8.3%}  ${cost:9.2f}  "
+            extra = f"  static size {len(r.created)}" if r.policy.startswith("static") else ""
+            print(f"   {r.policy:<12} cost/oracle {cost / oracle:6.2f}  SLO {slo:8.3%}  ${cost:9.2f}  "
                   f"violations {r.violations}{extra}")
         cost, slo = rows["fleet"]
-        rivals = [c for p, (c, s) in rows.items() if p != "fleet" and s >= 0.99]
-        ok = slo >= 0.99 and cost <= 2.0 * oracle and all(cost < c for c in rivals)
-        all_ok &= ok
-        print(f"   fleet meets the targets: {'yes' if ok else 'NO'} (SLO >= 99%: {slo >= 0.99}, <= 2.0x oracle: "
-              f"{cost <= 2.0 * oracle}, cheaper than every baseline at 99%: {all(cost < c for c in rivals)})")
+        for label, against in (("every baseline (hindsight static included)", [p for p in rows if p != "fleet"]),
+                               ("the deployable baselines (static-tuned, reactive, hpa)", list(DEPLOYABLE))):
+            rivals = {p: rows[p][0] for p in against if rows[p][1] >= 0.99}
+            beaten = [p for p, c in rivals.items() if cost >= c]
+            ok = slo >= 0.99 and cost <= 2.0 * oracle and not beaten
+            all_ok &= ok
+            print(f"   fleet meets the targets vs {label}: {'yes' if ok else 'NO'} (SLO >= 99%: {slo >= 0.99}, "
+                  f"<= 2.0x oracle: {cost <= 2.0 * oracle}, cheaper than every one at 99%: "
+                  f"{'yes' if not beaten else 'no, not than ' + ', '.join(beaten)})")
     return 0 if all_ok else 1
+
+
+def static_tuned(scn: Scenario) -> RunResult:
+    """The static fleet a user could size without hindsight: searched on the requests before
+    the judged part (judged from the warm-up on), then replayed on the whole trace."""
+    early = scn.trace.arrival_s < scn.judge_from_s
+    part = Trace(scn.trace.arrival_s[early], scn.trace.service_s[early], scn.trace.name + " (before judged)",
+                 scn.trace.format, scn.trace.model)
+    size = len(search_static(Scenario(**{**scn.__dict__, "trace": part, "judge_from_s": 0.0})).created)
+    result = run_static(scn, size)
+    result.policy = "static-tuned"
+    return result
 
 
 if __name__ == "__main__":
