@@ -52,6 +52,8 @@ log = logging.getLogger("fleet")
 
 # A machine we created may take a moment to appear in an eventually consistent listing.
 LISTING_GRACE_S = 60.0
+# Spend is written to the ledger at most this often per machine (month-to-date lags by less).
+ACCRUE_EVERY_S = 60.0
 # A machine still listed this long after its destroy request is asked again.
 DESTROY_RETRY_AFTER_S = 30.0
 # An unconfirmed create's token is reused for this long (EC2 dedupes on ClientToken).
@@ -428,9 +430,14 @@ class Controller:
         self.store.record_decisions(rows)
 
     def accrue(self, now: float) -> None:
+        """Charge live machines up to now, each at most once a minute (the ledger is per hour;
+        a machine's last charge, to its end and minimum, is made when it is closed)."""
+        charges = []
         for row in self.store.unfinished_machines():
             until = row.terminating_at if row.state is MachineState.TERMINATING and row.terminating_at else now
-            self.store.accrue(row, max(until, row.accrued_until))
+            if until - row.accrued_until >= ACCRUE_EVERY_S:
+                charges.append((row, until, None))
+        self.store.accrue_many(charges)
 
     def spend_month_to_date(self, now: float | None = None) -> dict[str, float]:
         spent = self.store.spend_since(month_start(self.clock() if now is None else now))

@@ -265,30 +265,37 @@ class Store:
 
         With `min_seconds` (the machine is gone), also charge up to the provider's minimum.
         """
-        start = machine.accrued_until
-        end = max(until, start)
-        if min_seconds is not None:
-            end = max(end, machine.created_at + min_seconds)
-        if end <= start:
-            return
-        price = Decimal(str(machine.price_hourly_usd))
+        self.accrue_many([(machine, until, min_seconds)])
+
+    def accrue_many(self, charges: Iterable[tuple[MachineRow, float, float | None]]) -> None:
+        """`accrue` for many machines in one transaction (a tick charges every live machine)."""
         with self.engine.begin() as conn:
-            cursor = start
-            while cursor < end:
-                hour = math.floor(cursor / 3600.0) * 3600.0
-                stop = min(end, hour + 3600.0)
-                seconds = stop - cursor
-                amount = (price * Decimal(str(seconds)) / Decimal(3600)).quantize(Decimal("0.000001"))
-                key = and_(t.spend_ledger.c.machine_id == machine.id, t.spend_ledger.c.hour_start == to_dt(hour))
-                changed = conn.execute(update(t.spend_ledger).where(key).values(
-                    seconds=t.spend_ledger.c.seconds + seconds,
-                    amount_usd=t.spend_ledger.c.amount_usd + amount)).rowcount
-                if not changed:
-                    conn.execute(insert(t.spend_ledger).values(machine_id=machine.id, pool=machine.pool,
-                                                               hour_start=to_dt(hour), seconds=seconds,
-                                                               amount_usd=amount))
-                cursor = stop
-            conn.execute(update(t.machines).where(t.machines.c.id == machine.id).values(accrued_until=to_dt(end)))
+            for machine, until, min_seconds in charges:
+                start = machine.accrued_until
+                end = max(until, start)
+                if min_seconds is not None:
+                    end = max(end, machine.created_at + min_seconds)
+                if end <= start:
+                    continue
+                price = Decimal(str(machine.price_hourly_usd))
+                cursor = start
+                while cursor < end:
+                    hour = math.floor(cursor / 3600.0) * 3600.0
+                    stop = min(end, hour + 3600.0)
+                    seconds = stop - cursor
+                    amount = (price * Decimal(str(seconds)) / Decimal(3600)).quantize(Decimal("0.000001"))
+                    key = and_(t.spend_ledger.c.machine_id == machine.id,
+                               t.spend_ledger.c.hour_start == to_dt(hour))
+                    changed = conn.execute(update(t.spend_ledger).where(key).values(
+                        seconds=t.spend_ledger.c.seconds + seconds,
+                        amount_usd=t.spend_ledger.c.amount_usd + amount)).rowcount
+                    if not changed:
+                        conn.execute(insert(t.spend_ledger).values(
+                            machine_id=machine.id, pool=machine.pool, hour_start=to_dt(hour), seconds=seconds,
+                            amount_usd=amount))
+                    cursor = stop
+                conn.execute(update(t.machines).where(t.machines.c.id == machine.id)
+                             .values(accrued_until=to_dt(end)))
 
     def spend_since(self, since: float) -> dict[str, Decimal]:
         with self.engine.connect() as conn:
