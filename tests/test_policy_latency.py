@@ -184,3 +184,13 @@ def test_keep_booting_victims_are_idle_ready_first_longest_ready_first() -> None
     ids = [v.id for v in choose_victims(fleet_machines, 4, keep_booting=True)]
     assert ids == ["old", "new", "busy", "boot"]
     assert [v.id for v in choose_victims(fleet_machines, 1)] == ["boot"]  # the default order is unchanged
+
+
+def test_rise_headroom_is_added_to_the_hold_not_to_a_momentary_running_peak() -> None:
+    # demand idles at 1 machine with 10-minute surges to 6 every half hour: the rise headroom is ~5;
+    # a read with 6 machines of work running now asks for running + its noise (8), not running + 5 (11)
+    hist = PoolHistory(demand=tuple((t, 6.0 if (t // 600) % 3 == 0 else 1.0) for t, _ in steady(1.0).demand))
+    hist = ending_with(hist, 1.0, 20)
+    decision = recommend(pool(), view(ready=6), readings(48, 1.0), hist, NOW)
+    assert decision.headroom >= 4.0  # the recorded surges
+    assert decision.desired == math.ceil(6.0 + 1.5 * math.sqrt(6 * 8) / 8)

@@ -13,17 +13,21 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
   level     the demand seen on two reads in a row (a burst the ready slots clear within a
             tick is no reason to boot), averaged over SMOOTH_S.  `x` is the
             `demand_sample` the controller stores and hands back as `PoolHistory.demand`.
-  hold      the highest level of the last HOLD_BOOTS boot times, and at least the work
-            running now (it holds its slots whatever the averages say): capacity is released
+  hold      the highest level of the last HOLD_BOOTS boot times: capacity is released
             only after it has been unneeded that long (ski rental, the rule the clairvoyant
             bound follows), so bursts do not pay boot after boot.
-  headroom  the larger of square-root staffing (BETA x sqrt(hold in slots) idle slots) and
+  headroom  the larger of square-root staffing (noise: BETA x sqrt(busy slots) idle slots,
+            busy = the larger of the hold and the work running now) and
             the RISE_QUANTILE of the rises, over the recorded history, of the level above
             such a hold within one boot time (what the hold alone would have missed; only
             windows with a rise count, so a sparse trace's idle hours do not dilute them;
             measured on a grid of at most 60 samples aligned to absolute time).
 
-  desired = ceil(hold + headroom); a scale-down releases only idle machines that have been
+  desired = ceil(max(hold + headroom, running + noise)): the rises were measured above the
+  hold, so they go on the hold; work running now holds its slots whatever the averages say,
+  and needs only its own noise on top (adding the rises to a momentary peak of running
+  work made the target jump up and down tick to tick, releasing machines mid-burst).
+  A scale-down releases only idle machines that have been
   ready a hold window (one just bought, booting or ready, is kept: decide removes idle
   ready machines first for a latency pool), and none before the history covers
   EVIDENCE_BOOTS boot times (a cold start or a restart without records knows nothing is idle).
@@ -183,7 +187,8 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     slots = pool.slots_per_machine
     noise = BETA * math.sqrt(base * slots) / slots  # square-root staffing, counted in slots
     headroom = max(noise, excess)
-    desired = max(0, math.ceil(base + headroom - _EPS))
+    # the headroom covers rises above the hold; work running now needs only its own noise on top
+    desired = max(0, math.ceil(max(hold + headroom, running + noise) - _EPS))
     held = ""
     if desired < current and (n == 0 or samples[0][0] > now - EVIDENCE_BOOTS * boot):
         desired = current
