@@ -150,22 +150,6 @@ class LoggedRequest:
         return values[0] if values else None
 
 
-class FakeClock:
-    """A settable clock shared by the fake, the adapter and its injected sleep."""
-
-    def __init__(self, start: float = 1_767_225_600.0):  # 2026-01-01T00:00:00Z
-        self.now = start
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += max(0.0, seconds)
 
 
 class FakeDigitalOcean:

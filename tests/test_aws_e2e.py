@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +26,11 @@ from fleet.config import parse_config
 from fleet.controller import Controller, plan_json
 from providers.aws import AwsProvider, ServiceQuotasSource
 from tests.aws_faults import Ec2Faults, QuotaResponder
+from tests.clock import FakeClock
 
 REGION = "us-east-1"
 IMAGE = "ami-0f1ee7000000000aa"  # moto does not validate AMIs
 G_ON_DEMAND = "L-DB2E81BA"
-
-
-@dataclass
-class Clock:
-    now: float = field(default_factory=time.time)  # moto stamps LaunchTime with the wall clock
-    slept: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 class Crash(BaseException):
@@ -85,7 +70,7 @@ class Rig:
     tmp_path: Path
     session: boto3.Session
     quotas: QuotaResponder
-    clock: Clock
+    clock: FakeClock
     ec2: Any
     subnets: tuple[str, ...]
 
@@ -126,7 +111,7 @@ def rig(aws_env, tmp_path, session, quotas) -> Rig:
     ec2 = session.client("ec2", endpoint_url=aws_env)
     subnets = tuple(s["SubnetId"] for s in sorted(ec2.describe_subnets()["Subnets"],
                                                   key=lambda s: s["AvailabilityZone"]))[:2]
-    return Rig(aws_env, tmp_path, session, quotas, Clock(), ec2, subnets)
+    return Rig(aws_env, tmp_path, session, quotas, FakeClock(time.time()), ec2, subnets)  # moto stamps LaunchTime with the wall clock
 
 
 def tags(raw: dict[str, Any]) -> dict[str, str]:

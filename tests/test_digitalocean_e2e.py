@@ -23,7 +23,8 @@ from fleet.config import Config, parse_config
 from fleet.controller import Controller
 from fleet.store.repo import month_start
 from providers.digitalocean import DigitalOceanProvider
-from tests.do_fake import FakeClock, FakeDigitalOcean, Fault, OpenApiCheck
+from tests.clock import FakeClock
+from tests.do_fake import FakeDigitalOcean, Fault, OpenApiCheck
 
 H100, L40S = "gpu-h100x1-80gb", "gpu-l40sx1-48gb"
 PRICES = {H100: 3.39, L40S: 1.57}

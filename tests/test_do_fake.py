@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.do_fake import CAPACITY_MESSAGE, FakeClock, FakeDigitalOcean, Fault, LoggedRequest, OpenApiCheck
+from tests.clock import FakeClock
+from tests.do_fake import CAPACITY_MESSAGE, FakeDigitalOcean, Fault, LoggedRequest, OpenApiCheck
 
 GPU = "gpu-h100x1-80gb"
 

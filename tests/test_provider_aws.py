@@ -26,20 +26,13 @@ from providers.base import (
     TransientError,
 )
 from tests.aws_faults import Ec2Faults, QuotaResponder
+from tests.clock import FakeClock as Clock
 from tests.provider_contract import *  # noqa: F403
 from tests.servers import free_port
 
 REGION = "us-east-1"
 G_ON_DEMAND, G_SPOT = "L-DB2E81BA", "L-3819A6DF"
 IMAGE = "ami-0f1ee7000000000aa"  # moto does not validate AMIs (and describe_images costs ~2 s)
-
-
-@dataclass
-class Clock:
-    now: float = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

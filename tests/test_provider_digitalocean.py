@@ -25,7 +25,8 @@ from providers.base import (
     TransientError,
 )
 from providers.digitalocean import RATE_LIMIT_WAITS, READ_ATTEMPTS, DigitalOceanProvider
-from tests.do_fake import FakeClock, FakeDigitalOcean, Fault, OpenApiCheck
+from tests.clock import FakeClock
+from tests.do_fake import FakeDigitalOcean, Fault, OpenApiCheck
 from tests.provider_contract import *  # noqa: F403
 from tests.servers import free_port
 

@@ -8,15 +8,8 @@ import pytest
 
 from providers.base import InstanceStatus, LaunchSpec, PoolTarget, QuotaExceeded
 from providers.simulated import SimulatedCloud
+from tests.clock import FakeClock as Clock
 from tests.provider_contract import *  # noqa: F403
-
-
-@dataclass
-class Clock:
-    now: float = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -10,19 +10,7 @@ from typing import Any
 from fleet.config import Config, parse_config
 from fleet.controller import Controller
 from providers.simulated import SimulatedCloud
-
-T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-
-
-@dataclass
-class Clock:
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.clock import FakeClock as Clock
 
 
 def demo_config(database_url: str, signals_path: Path, **pool: Any) -> Config:
