@@ -61,6 +61,7 @@ class FleetSection(Strict):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: no HTTP endpoint
     lease_seconds: PositiveFloat = 60.0  # leader lease when several replicas share a database
+    decisions_retention_days: PositiveFloat = 30.0  # older decision rows are pruned (audit, not billing)
 
     @field_validator("database_url")
     @classmethod

@@ -52,6 +52,8 @@ log = logging.getLogger("fleet")
 
 # A machine we created may take a moment to appear in an eventually consistent listing.
 LISTING_GRACE_S = 60.0
+# Old decision rows are pruned at most this often.
+PRUNE_EVERY_S = 3600.0
 # Spend is written to the ledger at most this often per machine (month-to-date lags by less).
 ACCRUE_EVERY_S = 60.0
 # A machine still listed this long after its destroy request is asked again.
@@ -108,6 +110,7 @@ class Controller:
             config, clock)
         self.metrics = metrics or Metrics()
         self.last_success_at: float | None = None
+        self._last_prune = -float("inf")
         # Replicas must differ (hostnames do, in most deployments); a restart on the same host
         # takes its lease back at once instead of waiting for it to expire.
         self.holder = holder or os.environ.get("FLEET_REPLICA_ID") or socket.gethostname()
@@ -144,6 +147,9 @@ class Controller:
             raise
         finally:
             self.metrics.tick_seconds.observe(time.perf_counter() - started)
+
+    def _longest_lookback(self) -> float:
+        return max((self._lookback(p) for p in self.config.pools), default=0.0)
 
     def _lookback(self, pool: PoolConfig) -> float:
         """How much decision history the policy reads: the stabilization window, or the latency
@@ -428,6 +434,12 @@ class Controller:
             log.info(kv(event="decision", pool=p.pool, ready=p.ready, booting=p.booting, current=p.current,
                         to=p.desired, held=p.held, reason="; ".join(str(r) for r in p.reasons) or "steady"))
         self.store.record_decisions(rows)
+        if now - self._last_prune >= PRUNE_EVERY_S:
+            keep_s = self.config.fleet.decisions_retention_days * 86400
+            pruned = self.store.prune_decisions(now - max(keep_s, self._longest_lookback()))
+            self._last_prune = now
+            if pruned:
+                log.info(kv(event="pruned_decisions", rows=pruned))
 
     def accrue(self, now: float) -> None:
         """Charge live machines up to now, each at most once a minute (the ledger is per hour;

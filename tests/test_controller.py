@@ -350,3 +350,19 @@ def test_latency_pool_gets_its_recorded_demand_back_after_a_restart(database_url
     assert [round(v, 3) for _, v in hist.demand][:1] == [1.0]  # 8 queued items / 8 slots
     times = [t for t, _ in hist.demand]
     assert times == sorted(times) and times[-1] - times[0] == 45  # oldest first, one per tick
+
+
+def test_old_decisions_are_pruned_but_history_the_policy_needs_is_kept(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    ctl = rig.controller()
+    rig.set(queue=4)
+    ctl.tick()
+    rig.clock.advance(29 * 86400)
+    ctl.tick()
+    assert len(ctl.store.recent_decisions("imagegen", 10)) == 2  # within the 30-day retention
+    rig.clock.advance(2 * 86400)
+    ctl.tick()  # the first row is now 31 days old
+    rows = ctl.store.recent_decisions("imagegen", 10)
+    assert len(rows) == 2 and all(r["at"] is not None for r in rows)
+    ctl.tick()  # pruning runs at most hourly: nothing more goes within the hour
+    assert len(ctl.store.recent_decisions("imagegen", 10)) == 3

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fleet.model import History, MachineState, PoolHistory
@@ -206,6 +206,11 @@ class Store:
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(insert(t.decisions), rows)
+
+    def prune_decisions(self, before: float) -> int:
+        """Delete decision rows older than `before` (one row per pool per tick adds up)."""
+        with self.engine.begin() as conn:
+            return conn.execute(delete(t.decisions).where(t.decisions.c.at < to_dt(before))).rowcount
 
     def history(self, pools: Mapping[str, float], now: float) -> History:
         """Cooldown and stabilization inputs per pool; `pools` maps a pool to how far back to look."""
