@@ -52,6 +52,9 @@ log = logging.getLogger("fleet")
 
 # A machine we created may take a moment to appear in an eventually consistent listing.
 LISTING_GRACE_S = 60.0
+# Creates that keep failing for a reason other than capacity (a bad image, a bad subnet) are
+# retried after tick_seconds x 2^(failures-1), at most this long, not every tick.
+CREATE_BACKOFF_MAX_S = 900.0
 # Old decision rows are pruned at most this often.
 PRUNE_EVERY_S = 3600.0
 # Spend is written to the ledger at most this often per machine (month-to-date lags by less).
@@ -379,6 +382,14 @@ class Controller:
 
     def _create(self, pool: PoolConfig, action: CreateAction, now: float, result: TickResult) -> str:
         provider = self.providers[pool.provider]
+        streak, last_failure = self.store.create_failure_streak(pool.name)
+        if streak:
+            wait = min(CREATE_BACKOFF_MAX_S, self.config.fleet.tick_seconds * 2 ** (streak - 1))
+            if now - last_failure < wait:
+                result.notes.setdefault(pool.name, []).append(
+                    f"not creating: the last {streak} create(s) failed (not for capacity); retrying in "
+                    f"{wait - (now - last_failure):.0f}s")
+                return "backoff"
         token = self.store.reopen_lost_create(pool.name, action.count, now - TOKEN_REUSE_S, now)
         if token is not None:
             action_id = self.store.action_id(token)

@@ -366,3 +366,31 @@ def test_old_decisions_are_pruned_but_history_the_policy_needs_is_kept(database_
     assert len(rows) == 2 and all(r["at"] is not None for r in rows)
     ctl.tick()  # pruning runs at most hourly: nothing more goes within the hour
     assert len(ctl.store.recent_decisions("imagegen", 10)) == 3
+
+
+def test_creates_that_keep_failing_back_off(database_url, tmp_path):
+    from providers.base import InvalidRequest
+
+    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0)
+    rig.set(queue=4)
+
+    class BadImage(CrashingCloud):
+        def create(self, spec):
+            self.creates += 1
+            raise InvalidRequest("image gpu-nope does not exist")
+
+    cloud = BadImage(rig.cloud, "none", "never")
+    cloud.creates = 0
+    from fleet.controller import Controller
+
+    ctl = Controller(rig.config, providers={"simulated": cloud}, clock=rig.clock)
+    attempts_at = []
+    for _ in range(40):  # 10 minutes of 15 s ticks
+        before = cloud.creates
+        ctl.tick()
+        if cloud.creates > before:
+            attempts_at.append(rig.clock.now)
+        rig.clock.advance(15)
+    gaps = [b - a for a, b in zip(attempts_at, attempts_at[1:], strict=False)]
+    assert len(attempts_at) < 8  # not 40
+    assert gaps == sorted(gaps) and gaps[-1] >= 120  # 15, 30, 60, 120, ... seconds apart

@@ -207,6 +207,20 @@ class Store:
             with self.engine.begin() as conn:
                 conn.execute(insert(t.decisions), rows)
 
+    def create_failure_streak(self, pool: str, limit: int = 8) -> tuple[int, float | None]:
+        """How many of the pool's latest creates failed in a row for a reason other than capacity
+        (bad image, bad subnet, invalid request), and when the latest of them was."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.actions.c.status, t.actions.c.outcome, t.actions.c.created_at)
+                                .where(and_(t.actions.c.pool == pool, t.actions.c.kind == "create"))
+                                .order_by(t.actions.c.id.desc()).limit(limit)).all()
+        streak = 0
+        for row in rows:
+            if row.status != "failed" or (row.outcome or "").startswith(("capacity:", "rate_limited:")):
+                break
+            streak += 1
+        return streak, (to_ts(rows[0].created_at) if streak else None)
+
     def prune_decisions(self, before: float) -> int:
         """Delete decision rows older than `before` (one row per pool per tick adds up)."""
         with self.engine.begin() as conn:
