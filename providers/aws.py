@@ -62,6 +62,8 @@ from providers.base import (
 
 T = TypeVar("T")
 
+USAGE_REUSE_S = 5.0  # the account's instance list for quota usage is reused this long (one tick)
+
 # On-demand Linux $/h in us-east-1, as gathered in May 2026 (../shared/reference/providers.md
 # 2.3, marked UNCONFIRMED there).  Used for every region: a pool's `price_hourly_usd`
 # overrides it (the controller applies that), and spot machines are priced at this
@@ -255,6 +257,7 @@ class AwsProvider:
         self.ec2 = session.client("ec2", config=_client_config(region), **kwargs)
         self.quotas: QuotaSource = quotas or ServiceQuotasSource(session, region, endpoint_url)
         self._misses = CapacityMemory(capacity_miss_ttl_s, clock)  # (market, instance type, subnet)
+        self._account_cache: tuple[float, list[dict[str, Any]]] | None = None
         self._vcpus: dict[str, int] = {}  # instance type → default vCPUs (static facts)
 
     # ------------------------------------------------------------ calls with retries
@@ -315,6 +318,7 @@ class AwsProvider:
     # ------------------------------------------------------------ create
 
     def create(self, spec: LaunchSpec) -> LaunchResult:
+        self._account_cache = None  # usage changes now
         target = spec.target
         base = _launch_params(target)
         opts = target.options
@@ -485,10 +489,19 @@ class AwsProvider:
         extra = f"; no known quota for {', '.join(unknown)}" if unknown else ""
         return Headroom(machines, f"{why}{extra}")
 
-    def _usage(self, family_names: set[str]) -> dict[tuple[str, str], int]:
-        """vCPUs of the account's pending/running instances, by (family, market)."""
+    def _account_instances(self) -> list[dict[str, Any]]:
+        """The account's pending/running instances, shared by the pools of one tick."""
+        cached = self._account_cache
+        if cached is not None and self._clock() - cached[0] < USAGE_REUSE_S:
+            return cached[1]
         raws = self._describe(f"reading EC2 vCPU usage in {self.region}",
                               [{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+        self._account_cache = (self._clock(), raws)
+        return raws
+
+    def _usage(self, family_names: set[str]) -> dict[tuple[str, str], int]:
+        """vCPUs of the account's pending/running instances, by (family, market)."""
+        raws = self._account_instances()
         relevant = []
         for raw in raws:
             family = quota_family(raw.get("InstanceType", ""))

@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from providers.aws import AwsProvider, ServiceQuotasSource, client_token
+from providers.aws import USAGE_REUSE_S, AwsProvider, ServiceQuotasSource, client_token
 from providers.base import (
     AuthError,
     CapacityError,
@@ -403,14 +403,18 @@ def test_g_quota_of_8_admits_two_g5_xlarge_counting_what_exists(harness: AwsHarn
     assert harness.provider.headroom(target).machines == 2
     harness.plant_foreign("m5.large")  # another family: its own quota
     harness.plant_foreign("g5.xlarge", InstanceMarketOptions={"MarketType": "spot"})  # the spot quota
+    harness.clock.advance(USAGE_REUSE_S)  # the account's usage is reused within one tick only
     assert harness.provider.headroom(target).machines == 2
     harness.provider.create(LaunchSpec(target=target, count=1, token="a"))
     assert harness.provider.headroom(target).machines == 1
     foreign = harness.plant_foreign("g5.xlarge")  # not ours, but the quota is the account's
+    assert harness.provider.headroom(target).machines == 1  # same tick: the usage read is shared
+    harness.clock.advance(USAGE_REUSE_S)
     head = harness.provider.headroom(target)
     assert head.machines == 0
     assert "L-DB2E81BA 8 vCPU, 8 in use" in head.note
     harness.ec2.terminate_instances(InstanceIds=[foreign])  # terminated ones no longer count
+    harness.clock.advance(USAGE_REUSE_S)
     assert harness.provider.headroom(target).machines == 1
 
 

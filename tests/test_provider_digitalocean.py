@@ -24,7 +24,7 @@ from providers.base import (
     RateLimited,
     TransientError,
 )
-from providers.digitalocean import RATE_LIMIT_WAITS, READ_ATTEMPTS, DigitalOceanProvider
+from providers.digitalocean import COUNT_REUSE_S, RATE_LIMIT_WAITS, READ_ATTEMPTS, DigitalOceanProvider
 from tests.clock import FakeClock
 from tests.do_fake import FakeDigitalOcean, Fault, OpenApiCheck
 from tests.provider_contract import *  # noqa: F403
@@ -405,6 +405,10 @@ def test_headroom_and_its_unknown_case(harness: DOHarness) -> None:
     harness.fake.add_droplet("web-1", "s-1vcpu-1gb", "nyc1", [], image="ubuntu-24-04-x64")
     room = harness.provider.headroom(harness.target())
     assert room.machines == 6 and "droplet_limit 10" in room.note
+    counts = len(harness.fake.calls("GET", DROPLETS))
+    assert harness.provider.headroom(harness.target()).machines == 6  # the pools of one tick share it
+    assert len(harness.fake.calls("GET", DROPLETS)) == counts
+    harness.clock.advance(COUNT_REUSE_S)
     harness.fake.inject("GET", DROPLETS, Fault.http(500), times=READ_ATTEMPTS)  # the count fails
     unknown = harness.provider.headroom(harness.target())
     assert unknown.machines is None and "unknown" in unknown.note
