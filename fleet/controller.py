@@ -277,8 +277,14 @@ class Controller:
             if listing is None:
                 machines = tuple(_machine_from_row(r) for r in pool_rows.values())
             else:
-                machines = tuple(self._machine(pool, inst, pool_rows.get(inst.id), now)
-                                 for inst in listing if inst.pool == pool.name)
+                listed = [inst for inst in listing if inst.pool == pool.name]
+                machines = tuple(self._machine(pool, inst, pool_rows.get(inst.id), now) for inst in listed)
+                # Just created and not listed yet (an eventually consistent listing): still capacity,
+                # or the next decision would launch the same machines again.
+                seen = {inst.id for inst in listed}
+                machines += tuple(_machine_from_row(r) for r in pool_rows.values()
+                                  if r.provider_id not in seen and r.state is not MachineState.TERMINATING
+                                  and now - r.created_at < LISTING_GRACE_S)
             headroom, note = obs.headroom.get(pool.name, (None, ""))
             views[pool.name] = PoolView(
                 name=pool.name, machines=machines,

@@ -394,3 +394,32 @@ def test_creates_that_keep_failing_back_off(database_url, tmp_path):
     gaps = [b - a for a, b in zip(attempts_at, attempts_at[1:], strict=False)]
     assert len(attempts_at) < 8  # not 40
     assert gaps == sorted(gaps) and gaps[-1] >= 120  # 15, 30, 60, 120, ... seconds apart
+
+
+def test_machines_missing_from_a_lagging_listing_still_count(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0)
+
+    class LaggingListing(CrashingCloud):  # new machines show up in the listing a tick late
+        def create(self, spec):
+            result = self.inner.create(spec)
+            self.hidden.update(i.id for i in result.instances)
+            return result
+
+        def list_instances(self, fleet):
+            listed = [i for i in self.inner.list_instances(fleet) if i.id not in self.hidden]
+            self.hidden.clear()
+            return listed
+
+    cloud = LaggingListing(rig.cloud, "none", "never")
+    cloud.hidden = set()
+    from fleet.controller import Controller
+
+    ctl = Controller(rig.config, providers={"simulated": cloud}, clock=rig.clock)
+    rig.set(queue=12)
+    ctl.tick()
+    rig.clock.advance(15)
+    assert ctl.tick().plan.pool("imagegen").actions == ()  # the 3 unlisted machines count
+    rig.clock.advance(15)
+    ctl.tick()
+    assert len(rig.cloud_ids()) == 3
+    assert live_db_ids(ctl.store) == rig.cloud_ids()
