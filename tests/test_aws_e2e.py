@@ -279,3 +279,58 @@ def test_a_crash_unseen_by_the_next_listing_retries_under_the_same_token(rig: Ri
     first, retry = faults.calls("RunInstances")
     assert first["ClientToken"] == retry["ClientToken"]
     assert set(rig.live()) == made and db_ids(restarted) == made  # recorded, not launched twice
+
+
+# ---------------------------------------------------------------- chaos
+
+
+def test_60_ticks_of_random_demand_with_20_percent_of_ec2_calls_failing(rig: Rig) -> None:
+    import random
+
+    from providers.aws import PRICE_TABLE
+
+    rng = random.Random(5)
+    provider = rig.provider()
+    faults = Ec2Faults(provider.ec2, dedupe=True)
+    injected = []
+
+    def chance(params: dict[str, str]) -> bool:
+        hit = rng.random() < 0.2
+        if hit:
+            injected.append(params.get("Action"))
+        return hit
+
+    faults.fail("RunInstances", "InsufficientInstanceCapacity", 500, when=chance)
+    faults.fail("RunInstances", "RequestLimitExceeded", 503, when=chance)
+    faults.fail("DescribeInstances", "InternalError", 500, when=chance)
+    faults.fail("TerminateInstances", "InternalError", 500, when=chance)
+    rig.quotas.applied["L-DB2E81BA"] = 64.0  # G on-demand vCPUs: room for 16 xlarge
+    global_cap, pool_cap = 12.0, 10.0
+    signals = rig.tmp_path / "signals.json"
+    data = rig.config(max_hourly_usd=pool_cap, scale_up_cooldown_s=0, scale_down_cooldown_s=30,
+                      scale_down_stabilization_s=30)
+    data["budget"]["max_hourly_usd"] = global_cap
+    data["pools"][0]["signals"][0]["source"] = {"type": "file", "path": str(signals), "key": "q"}
+    ctl = Controller(parse_config(data), providers={"aws": provider}, clock=rig.clock)
+    crashed, queue = 0, 8
+    for _ in range(60):
+        if rng.random() < 0.2:
+            queue = rng.choice([0, 4, 8, 16, 40])
+        signals.write_text(json.dumps({"q": queue}))
+        rig.clock.advance(rng.uniform(10, 40))
+        try:
+            ctl.tick()
+        except Exception:  # noqa: BLE001  (counted: a tick must absorb provider failures)
+            crashed += 1
+        burn = sum(PRICE_TABLE[i["InstanceType"]] for i in rig.live().values())
+        assert burn <= min(global_cap, pool_cap) + 1e-9
+    launches = len(faults.calls("RunInstances"))
+    assert launches > 5 and len(faults.calls("TerminateInstances")) > 0  # demand moved both ways
+    assert {"RunInstances", "DescribeInstances", "TerminateInstances"} <= set(injected)  # the chaos bit
+    print(f"calls={len(faults.sent)} injected={len(injected)} launches={launches} crashed={crashed}")
+    faults.rules.clear()  # calm: reconcile what the failures left
+    for _ in range(3):
+        rig.clock.advance(30)
+        ctl.tick()
+    assert crashed == 0
+    assert db_ids(ctl) == set(rig.live()), "the database and EC2 disagree"
