@@ -5,7 +5,9 @@
 Each trace is scaled (fleet.sim.trace.scale_trace: k copies of each arrival, seeded jitter in
 [0, 60 s)) to a mean of about 8 busy machines; boot 180 s; budget 5 s with 8 slots per machine
 (LLM traces, throughput model t0 0.05 s + input/8000 + output/60 tok/s) or 60 s with 1 slot per
-GPU (openb, from the day its traffic starts: see `active_window`).  The whole trace is replayed
+GPU (openb, from the day its traffic starts: see `active_window`).  The pool reads a
+`queue_wait` signal (the longest wait of the work started in the last tick; `--no-queue-wait`
+drops it), which the fleet policy uses to leave out queued work that clears within the budget.  The whole trace is replayed
 (the policy learns its history in the first part); only the requests after the `--split`
 quantile of arrivals are judged, and cost is machine time inside that part (pro rata, the
 same for the oracle).  `--tune` instead replays the first part alone and judges its second half.  The policy's constants were tuned on the first
@@ -46,12 +48,15 @@ DEPLOYABLE = ("static-tuned", "reactive", "hpa")  # baselines a user could run w
 TARGET_BUSY = 8.0
 
 
-def config(slots: int, budget: float, tick: float, boot: float = 180.0) -> Config:
+def config(slots: int, budget: float, tick: float, boot: float = 180.0, queue_wait: bool = True) -> Config:
     return parse_config({
         "fleet": {"name": "bench", "tick_seconds": tick},
         "providers": {"simulated": {}},
         "pools": [{"name": "gpu", "provider": "simulated", "size": "gpu-h100x1-80gb", "max": 1000,
-                   "boot_seconds": boot, "latency_budget_s": budget, "slots_per_machine": slots}],
+                   "boot_seconds": boot, "latency_budget_s": budget, "slots_per_machine": slots,
+                   # the simulator reads every signal from its queue; the source is never read
+                   **({"signals": [{"kind": "queue_wait", "source": {"type": "static", "value": 0}}]}
+                      if queue_wait else {})}],
     })
 
 
@@ -69,9 +74,9 @@ def active_window(trace: Trace, quantile: float = 0.01) -> Trace:
                  trace.model)
 
 
-def prepare(name: str, traces: Path, split: float, boot: float = 180.0) -> Scenario:
+def prepare(name: str, traces: Path, split: float, boot: float = 180.0, queue_wait: bool = True) -> Scenario:
     file, slots, budget, tick = TRACES[name]
-    cfg = config(slots, budget, tick, boot)
+    cfg = config(slots, budget, tick, boot, queue_wait)
     pool = cfg.pools[0]
     raw = load_trace(traces / file, sim=pool.simulation)
     if name == "openb":
@@ -97,11 +102,13 @@ def main() -> int:
     parser.add_argument("--split", type=float, default=0.5, help="judge requests after this share of the span")
     parser.add_argument("--boot", type=float, default=180.0)
     parser.add_argument("--tune", action="store_true", help="judge the first part instead (for tuning)")
+    parser.add_argument("--no-queue-wait", dest="queue_wait", action="store_false",
+                        help="the fleet pool without its queue_wait signal (queue depth and utilization only)")
     args = parser.parse_args()
     all_ok = True
     for name in args.only or TRACES:
         started = time.perf_counter()
-        scn = prepare(name, args.traces, args.split, args.boot)
+        scn = prepare(name, args.traces, args.split, args.boot, args.queue_wait)
         if args.tune:  # the tuning part: requests before the split, its second half judged
             cut = scn.trace.arrival_s < scn.judge_from_s
             trace = Trace(scn.trace.arrival_s[cut], scn.trace.service_s[cut], scn.trace.name + " (tune part)",

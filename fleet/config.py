@@ -254,8 +254,17 @@ class MemoryPressureSignal(Strict):
     source: SourceConfig
 
 
+class QueueWaitSignal(Strict):
+    """Seconds the work started lately waited in the queue (e.g. the max over a tick of vLLM's
+    `vllm:request_queue_time_seconds`); latency pools use it as feedback on their headroom."""
+
+    kind: Literal["queue_wait"]
+    name: str | None = None
+    source: SourceConfig
+
+
 SignalConfig = Annotated[
-    QueueDepthSignal | GpuUtilizationSignal | BacklogSecondsSignal | MemoryPressureSignal,
+    QueueDepthSignal | GpuUtilizationSignal | BacklogSecondsSignal | MemoryPressureSignal | QueueWaitSignal,
     Field(discriminator="kind"),
 ]
 

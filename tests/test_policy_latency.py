@@ -6,9 +6,12 @@ import math
 
 import pytest
 
+from fleet.config import ConfigError, QueueWaitSignal, StaticSource
 from fleet.model import Fleet, History, PoolHistory, SignalReading
 from fleet.policy import decide
 from fleet.policy.latency import HOLD_BOOTS, LatencyDecision, excess_quantile, history_window_s, recommend
+from fleet.policy.recommend import describe as signal_describe
+from fleet.policy.recommend import recommend as signal_recommend
 from tests.policy_helpers import NOW, make_config, view
 
 BOOT = 180.0
@@ -194,3 +197,58 @@ def test_rise_headroom_is_added_to_the_hold_not_to_a_momentary_running_peak() ->
     decision = recommend(pool(), view(ready=6), readings(48, 1.0), hist, NOW)
     assert decision.headroom >= 4.0  # the recorded surges
     assert decision.desired == math.ceil(6.0 + 1.5 * math.sqrt(6 * 8) / 8)
+
+
+# ---------------------------------------------------------------- queue-wait feedback
+
+
+def with_wait(queue: float, util: float, wait: float | None) -> tuple[SignalReading, ...]:
+    if wait is None:
+        return readings(queue, util)
+    return (*readings(queue, util), SignalReading("queue_wait", "queue_wait", wait, "test"))
+
+
+def test_queue_wait_signal_config_model() -> None:
+    cfg = make_config(latency_budget_s=5, signals=[{"kind": "queue_wait", "name": "vllm-wait",
+                                                   "source": {"type": "static", "value": 0.4}}])
+    signal = cfg.pools[0].signals[0]
+    assert isinstance(signal, QueueWaitSignal)
+    assert signal.name == "vllm-wait" and isinstance(signal.source, StaticSource) and signal.source.value == 0.4
+    reading = SignalReading("vllm-wait", "queue_wait", 0.4, "test")
+    assert signal_recommend(signal, reading, ready=3) is None  # no machine count for target tracking
+    assert signal_describe(signal).format(v=0.4) == "queue wait 0.4s"
+    with pytest.raises(ConfigError):  # strict like every signal model
+        make_config(signals=[{"kind": "queue_wait", "target": 1, "source": {"type": "static", "value": 0}}])
+
+
+# 2 ready machines of 8 slots, all 16 busy (util 1.0); budget 5 s, so the queue clears while
+# the work started last tick waited at most 2.5 s
+@pytest.mark.parametrize(
+    ("queue", "wait", "expected_demand"),
+    [
+        (24, None, 3.0),  # no queue_wait reading: as before, 8 queued = 1 machine of demand
+        (24, 0.0, 3.0),  # work queued but nothing started last tick: maybe a stall, no evidence
+        (24, 1.0, 2.0),  # queued work starts within half the budget: only running work counts
+        (24, 2.5, 2.0),  # exactly half the budget still clears
+        (24, 2.6, 3.0),  # past half the budget: the queue counts again
+        (24, 30.0, 3.0),  # far past the budget
+        (16, 1.0, 2.0),  # nothing queued: the wait changes nothing
+        (16, 0.0, 2.0),
+    ],
+)
+def test_queue_wait_leaves_out_queued_work_that_clears_within_the_budget(queue, wait, expected_demand) -> None:
+    decision = recommend(pool(), view(ready=2), with_wait(queue, 1.0, wait), steady(2.0), NOW)
+    assert decision.demand_sample == pytest.approx(expected_demand)
+    assert ("queued not counted" in decision.reasons[0].message) == (expected_demand < queue / 8)
+
+
+def test_queue_wait_lowers_the_target_only_when_the_queue_clears() -> None:
+    # a queue of 8 items for the last 5 minutes; the history is what each policy recorded
+    # during it: the queue counted (3 machines), or left out while it cleared (2)
+    recorded_counted = ending_with(steady(2.0), 3.0, 20)
+    counted = recommend(pool(), view(ready=2), with_wait(24, 1.0, 30.0), recorded_counted, NOW)
+    without = recommend(pool(), view(ready=2), readings(24, 1.0), recorded_counted, NOW)
+    assert counted == without  # a wait past the budget: exactly the signal-less decision
+    cleared = recommend(pool(), view(ready=2), with_wait(24, 1.0, 1.0), steady(2.0), NOW)
+    assert cleared.desired < counted.desired
+    assert cleared.desired >= 2  # running work keeps its machines

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from fleet.config import parse_config
 from fleet.sim.engine import BILLING, Engine, EngineSettings, Snapshot, run
-from fleet.sim.policies import StaticController
+from fleet.sim.policies import StaticController, readings_for
 from fleet.sim.trace import from_arrays
 from providers.base import InstanceStatus, LaunchSpec, PoolTarget
 from providers.simulated import SimulatedCloud
@@ -177,3 +178,27 @@ def test_billing_and_states_match_the_simulated_cloud() -> None:
     assert result.cost_usd == pytest.approx(sum(BILLING.cost(g - c, PRICE)
                                                  for c, g in zip(result.created, result.gone, strict=True)))
     assert math.isfinite(result.waits.max())
+
+
+def test_queue_wait_reading_is_the_longest_wait_started_since_the_last_read() -> None:
+    # 1 slot, requests at 0, 1, 2 holding 10 s: they start at 0, 10, 20 having waited 0, 9, 18;
+    # reads at 0, 10, 20 each see the starts since the previous read
+    trace = from_arrays([0, 1, 2], [10, 10, 10])
+    fresh = Script({}, tick_s=10.0)
+    run(trace, settings(initial_ready=1), fresh)
+    assert [s.wait_max for s in fresh.seen] == [0.0, 9.0, 18.0]
+    # lagged 5 s: the reads at -5, 5, 15 (the start at 10 is in the read at 15)
+    lagged = Script({}, tick_s=10.0)
+    run(trace, settings(initial_ready=1, lag_s=5.0), lagged)
+    assert [(s.at, s.wait_max) for s in lagged.seen] == [(-5.0, 0.0), (5.0, 0.0), (15.0, 9.0)]
+
+
+def test_queue_wait_reading_reaches_the_policy_only_when_configured() -> None:
+    base = {"name": "p", "provider": "simulated", "size": "gpu-h100x1-80gb", "max": 4, "latency_budget_s": 5}
+    seen = Snapshot(at=10.0, waiting=3, busy=1, ready=1, wait_max=2.5)
+    plain = parse_config({"fleet": {"name": "t"}, "providers": {"simulated": {}}, "pools": [base]}).pools[0]
+    assert "queue_wait" not in {r.kind for r in readings_for(plain, seen)}
+    waits = parse_config({"fleet": {"name": "t"}, "providers": {"simulated": {}}, "pools": [
+        {**base, "signals": [{"kind": "queue_wait", "source": {"type": "static", "value": 0}}]}]}).pools[0]
+    by_kind = {r.kind: r.value for r in readings_for(waits, seen)}
+    assert by_kind == {"queue_wait": 2.5, "queue_depth": 4.0, "gpu_utilization": 1.0}

@@ -9,7 +9,12 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
             time, so a queue says capacity is short but not by how much: queued work counts
             at most BACKLOG_FACTOR x the busy machines (+ BACKLOG_SLACK), a bound that rises
             as capacity arrives, instead of one machine per queued item, which over-launches
-            in a burst.
+            in a burst.  A pool that also reads `queue_wait` (seconds the work started in the
+            last tick waited, as vLLM's `vllm:request_queue_time_seconds` or Triton's
+            `nv_inference_queue_duration_us` say) uses the budget's queueing slack: while
+            work starts within WAIT_CLEARS x the budget, the queue clears in time and only
+            running work counts (a wait of 0 with work queued is no evidence: nothing may
+            have started).  Pools without the signal are unchanged.
   level     the demand seen on two reads in a row (a burst the ready slots clear within a
             tick is no reason to boot), averaged over SMOOTH_S.  `x` is the
             `demand_sample` the controller stores and hands back as `PoolHistory.demand`.
@@ -58,6 +63,9 @@ HISTORY_BOOTS = 20.0  # history read: this many boot times (at least an hour)
 EVIDENCE_BOOTS = 3.0  # no scale-down before the history covers this many boot times
 POSITIVE_ONLY = True  # the quantile is over the windows where demand rose
 BETA = 1.5  # square-root staffing: BETA x sqrt(busy slots) idle slots at least
+# queued work counts as demand unless work started lately waited at most this share of the
+# budget (pools with a `queue_wait` signal only; see the module doc)
+WAIT_CLEARS = 0.5
 _MAX_SAMPLES = 60  # rises are measured on at most this many samples
 _EPS = 1e-9
 _CAPACITY = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY})
@@ -141,6 +149,14 @@ def excess_quantile(values: np.ndarray, hold_steps: int, ahead_steps: int, q: fl
     return max(0.0, float(np.partition(excess, rank)[rank]))
 
 
+def queue_clears(pool: PoolConfig, wait: float | None) -> bool:
+    """Whether the `queue_wait` reading shows queued work starting well within the budget: some
+    work started last tick (a wait of exactly 0 with work queued may be a stall: no evidence)
+    and it waited at most WAIT_CLEARS x the budget.  False without a reading."""
+    budget = pool.latency_budget_s
+    return wait is not None and budget is not None and 0.0 < wait <= WAIT_CLEARS * budget
+
+
 def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading], history: PoolHistory,
               now: float) -> LatencyDecision:
     boot = pool.boot_seconds
@@ -153,6 +169,14 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     if x is None:
         return LatencyDecision(current, (Reason("latency_no_signal",
                                                 f"no queue or utilization reading: holding {current}"),), None)
+    # work already running holds its slots now, whatever the averages say
+    util = _reading(readings, "gpu_utilization")
+    running = min(x, ready) if util is None else min(x, max(0.0, util) * ready)
+    wait = _reading(readings, "queue_wait")
+    queued = ""
+    if x > running and queue_clears(pool, wait):
+        queued = f"; {x - running:.2f} queued not counted (queue wait {wait:g}s)"
+        x = running  # the queue clears within the budget: it needs no machine of its own
     samples = history.demand
     window = history_window_s(pool)
     if samples and (samples[0][0] < now - window or samples[-1][0] >= now):
@@ -168,9 +192,6 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     levels = level_series(raw, k)
     level = float(levels[-1])
     hold = float(levels[len(levels) - 1 - back:].max())  # the hold window, now included
-    # work already running holds its slots now, whatever the averages say
-    util = _reading(readings, "gpu_utilization")
-    running = min(x, ready) if util is None else min(x, max(0.0, util) * ready)
     base = max(hold, running)
     excess = 0.0
     if n >= 2:
@@ -206,5 +227,5 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     reasons = (Reason("latency", f"demand {x:.2f} machines, level {level:.2f}, hold {hold:.2f} (max of "
                                  f"the last {hold_s:g}s), running {running:.2f}, headroom {headroom:.2f} (sqrt staffing {noise:.2f}, "
                                  f"q{RISE_QUANTILE:g} of rises above the hold within a boot {excess:.2f}) "
-                                 f"-> {desired}{held}"),)
+                                 f"-> {desired}{queued}{held}"),)
     return LatencyDecision(desired, reasons, x, base, headroom)

@@ -15,6 +15,7 @@ from fleet.config import (
     GpuUtilizationSignal,
     MemoryPressureSignal,
     QueueDepthSignal,
+    QueueWaitSignal,
     SignalConfig,
 )
 from fleet.model import SignalReading
@@ -44,6 +45,8 @@ def recommend(signal: SignalConfig, reading: SignalReading, ready: int) -> int |
         if ready == 0 or value <= signal.target:
             return 0
         return max(ready + 1, _ceil(ready * value / signal.target))
+    if isinstance(signal, QueueWaitSignal):
+        return None  # feedback for latency pools (fleet/policy/latency.py): no machine count here
     raise TypeError(f"unknown signal kind {signal.kind!r}")
 
 
@@ -54,4 +57,6 @@ def describe(signal: SignalConfig) -> str:
         return f"backlog {{v:g}} items x {signal.seconds_per_item:g}s / drain {signal.drain_seconds:g}s"
     if isinstance(signal, GpuUtilizationSignal):
         return f"gpu utilization {{v:.2f}} vs target {signal.target:g}"
+    if isinstance(signal, QueueWaitSignal):
+        return "queue wait {v:g}s"
     return f"gpu memory {{v:.2f}} vs target {signal.target:g}"

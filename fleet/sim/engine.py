@@ -45,6 +45,11 @@ class Snapshot:
     waiting: int
     busy: int
     ready: int  # ready machines (serving, not draining)
+    # the longest queue wait of the requests that started since the previous read (0 when
+    # none did): what max-over-a-tick of vLLM's `vllm:request_queue_time_seconds` or Triton's
+    # `nv_inference_queue_duration_us` says.  Like those, a request is counted when it
+    # starts, so work still waiting is not in it.
+    wait_max: float = 0.0
 
 
 class Controller(Protocol):
@@ -128,6 +133,7 @@ class Engine:
         self.busy_total = 0
         self.ready_count = 0
         self.last_finish = 0.0
+        self.wait_max = 0.0  # the longest wait of the requests started since `take_wait_max`
         self.now = 0.0
         self.violations = 0
         self._rng = random.Random(settings.seed)
@@ -209,7 +215,10 @@ class Engine:
     def _start(self, r: int, m: int, t: float) -> None:
         self.busy[m] += 1
         self.busy_total += 1
-        self.waits[r] = t - self.arrival[r]
+        wait = t - self.arrival[r]
+        self.waits[r] = wait
+        if wait > self.wait_max:
+            self.wait_max = wait
         heapq.heappush(self.heap, (t + self.service[r], _COMPLETE, m))
 
     def _on_ready(self, t: float, m: int) -> None:
@@ -271,8 +280,14 @@ class Engine:
         if until != math.inf and until > self.now:
             self.now = until
 
+    def take_wait_max(self) -> float:
+        """The longest wait of the requests started since the previous call, and reset it."""
+        wait, self.wait_max = self.wait_max, 0.0
+        return wait
+
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.now, len(self.queue), self.busy_total, self.ready_count)
+        """The queue now (the wait window is left alone: only the tick loop's reads reset it)."""
+        return Snapshot(self.now, len(self.queue), self.busy_total, self.ready_count, self.wait_max)
 
     @property
     def done(self) -> bool:
@@ -300,7 +315,8 @@ def run(trace: Trace, settings: EngineSettings, controller: Controller,
             while j * tick - lag <= t:
                 at = j * tick - lag
                 engine.advance(at)
-                samples.append(Snapshot(at, len(engine.queue), engine.busy_total, engine.ready_count))
+                samples.append(Snapshot(at, len(engine.queue), engine.busy_total, engine.ready_count,
+                                        engine.take_wait_max()))
                 j += 1
             engine.advance(t)
             seen = samples.popleft()

@@ -92,7 +92,8 @@ def readings_for(pool: PoolConfig, seen: Snapshot) -> tuple[SignalReading, ...]:
     plus `queue_depth` and `gpu_utilization` when a latency pool does not configure them."""
     queue = float(seen.waiting + seen.busy)
     util = seen.busy / (seen.ready * pool.slots_per_machine) if seen.ready else None
-    values = {"queue_depth": queue, "backlog_seconds": queue, "gpu_utilization": util, "memory_pressure": util}
+    values = {"queue_depth": queue, "backlog_seconds": queue, "gpu_utilization": util, "memory_pressure": util,
+              "queue_wait": seen.wait_max}
     out = []
     for i, signal in enumerate(pool.signals):
         value = values[signal.kind]
