@@ -340,6 +340,9 @@ class PoolConfig(Strict):
     def _consistent(self) -> PoolConfig:
         if self.max < self.min:
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        if self.latency_budget_s is None and any(s.kind == "queue_wait" for s in self.signals):
+            raise ValueError("a `queue_wait` signal needs `latency_budget_s`: it tunes the latency policy "
+                             "and says nothing about size on its own")
         if self.max_boot_seconds < self.boot_seconds:
             raise ValueError(f"max_boot_seconds ({self.max_boot_seconds}) must be >= boot_seconds "
                              f"({self.boot_seconds})")
@@ -426,10 +429,11 @@ def _message(err: dict[str, Any]) -> str:
     msg = re.sub(r"^Value error, ", "", msg)
     if err["type"] == "extra_forbidden":
         return "unknown key (check its spelling)"
-    if err["type"] == "greater_than":
-        return f"must be > {err['ctx']['gt']}"
-    if err["type"] == "greater_than_equal":
-        return f"must be >= {err['ctx']['ge']}"
+    if err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op, key = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
+                   "less_than": ("<", "lt"), "less_than_equal": ("<=", "le")}[err["type"]]
+        bound = err["ctx"][key]
+        return f"must be {op} {bound:g}" if isinstance(bound, int | float) else f"must be {op} {bound}"
     return msg[:1].lower() + msg[1:]
 
 

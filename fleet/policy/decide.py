@@ -162,6 +162,8 @@ def _from_signals(pool: PoolConfig, readings: Sequence[SignalReading], ready: in
     votes: list[int] = []
     missing: list[str] = []
     for signal, reading in zip(pool.signals, readings, strict=False):
+        if signal.kind == "queue_wait":
+            continue  # feedback for latency pools, not a size (config refuses it elsewhere)
         if reading.missing:
             missing.append(f"{reading.name} ({reading.error or 'no value'})")
             continue
