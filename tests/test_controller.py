@@ -208,6 +208,19 @@ SCALE_DOWN_CRASHES = [
 ]
 
 
+def crash_one_tick_then_restart(rig, monkeypatch, where: str, call: str, when: str | None):
+    """Run one tick that dies at the chosen step, then hand back a fresh controller (a restart)."""
+    if where == "provider":
+        ctl = rig.controller(providers={"simulated": CrashingCloud(rig.cloud, call, when)})
+    else:
+        ctl = rig.controller()
+        crash_store_once(monkeypatch, call)
+    with pytest.raises(Crash):
+        ctl.tick()
+    monkeypatch.undo()
+    return rig.controller()
+
+
 def _converge(rig, ctl, ticks: int = 4) -> None:
     for _ in range(ticks):
         rig.clock.advance(15)
@@ -218,18 +231,7 @@ def _converge(rig, ctl, ticks: int = 4) -> None:
 def test_crash_during_scale_up_converges(database_url, tmp_path, monkeypatch, where, call, when):
     rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0)
     rig.set(queue=12)
-    if where == "provider":
-        crashing = CrashingCloud(rig.cloud, call, when)
-        from fleet.controller import Controller
-
-        ctl = Controller(rig.config, providers={"simulated": crashing}, clock=rig.clock)
-    else:
-        ctl = rig.controller()
-        crash_store_once(monkeypatch, call)
-    with pytest.raises(Crash):
-        ctl.tick()
-    monkeypatch.undo()
-    fresh = rig.controller()
+    fresh = crash_one_tick_then_restart(rig, monkeypatch, where, call, when)
     _converge(rig, fresh)
     assert len(rig.cloud_ids()) == 3, "no machine created twice, none missing"
     assert live_db_ids(fresh.store) == rig.cloud_ids(), "the database believes exactly what exists"
@@ -244,17 +246,7 @@ def test_crash_during_scale_down_converges(database_url, tmp_path, monkeypatch, 
     assert len(rig.cloud_ids()) == 3
     rig.set(queue=4)
     rig.clock.advance(15)
-    if where == "provider":
-        from fleet.controller import Controller
-
-        ctl = Controller(rig.config, providers={"simulated": CrashingCloud(rig.cloud, call, when)}, clock=rig.clock)
-    else:
-        ctl = rig.controller()
-        crash_store_once(monkeypatch, call)
-    with pytest.raises(Crash):
-        ctl.tick()
-    monkeypatch.undo()
-    fresh = rig.controller()
+    fresh = crash_one_tick_then_restart(rig, monkeypatch, where, call, when)
     _converge(rig, fresh)
     assert len(rig.cloud_ids()) == 1
     assert live_db_ids(fresh.store) == rig.cloud_ids()
@@ -320,9 +312,7 @@ def test_a_destroy_that_does_not_finish_is_retried_and_reported(database_url, tm
 
     cloud = IgnoresDestroys(rig.cloud, "none", "never")
     cloud.asked = []
-    from fleet.controller import Controller
-
-    ctl = Controller(rig.config, providers={"simulated": cloud}, clock=rig.clock)
+    ctl = rig.controller(providers={"simulated": cloud})
     rig.set(queue=0)
     notes = []
     for _ in range(10):
@@ -381,9 +371,7 @@ def test_creates_that_keep_failing_back_off(database_url, tmp_path):
 
     cloud = BadImage(rig.cloud, "none", "never")
     cloud.creates = 0
-    from fleet.controller import Controller
-
-    ctl = Controller(rig.config, providers={"simulated": cloud}, clock=rig.clock)
+    ctl = rig.controller(providers={"simulated": cloud})
     attempts_at = []
     for _ in range(40):  # 10 minutes of 15 s ticks
         before = cloud.creates
@@ -412,9 +400,7 @@ def test_machines_missing_from_a_lagging_listing_still_count(database_url, tmp_p
 
     cloud = LaggingListing(rig.cloud, "none", "never")
     cloud.hidden = set()
-    from fleet.controller import Controller
-
-    ctl = Controller(rig.config, providers={"simulated": cloud}, clock=rig.clock)
+    ctl = rig.controller(providers={"simulated": cloud})
     rig.set(queue=12)
     ctl.tick()
     rig.clock.advance(15)

@@ -47,7 +47,8 @@ class Rig:
 
     def controller(self, **kw: Any) -> Controller:
         """A fresh controller on the same database and cloud (what a restart gives)."""
-        return Controller(self.config, providers={"simulated": self.cloud}, clock=self.clock, **kw)
+        kw.setdefault("providers", {"simulated": self.cloud})
+        return Controller(self.config, clock=self.clock, **kw)
 
     def set(self, **values: Any) -> None:
         write_signals(self.signals, **values)
