@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.db_fixtures import database_url  # noqa: F401  (one store suite: SQLite and PostgreSQL)
+from tests.db_fixtures import database_url, postgres_url  # noqa: F401  (fixtures: SQLite and PostgreSQL)
 
 
 @pytest.fixture(scope="session")

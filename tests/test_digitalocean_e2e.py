@@ -44,13 +44,15 @@ def fake(clock: FakeClock) -> Iterator[FakeDigitalOcean]:
         OpenApiCheck().all(server.requests)
 
 
-def config_data(fake: FakeDigitalOcean, tmp_path: Path, *, queue: float | None = 12.0, **pool: Any) -> dict:
+def config_data(fake: FakeDigitalOcean, tmp_path: Path, *, queue: float | None = 12.0,
+                database_url: str | None = None, **pool: Any) -> dict:
     budget = pool.pop("budget", 40.0)
     source = ({"type": "static", "value": queue} if queue is not None
               else {"type": "file", "path": str(tmp_path / "signals.json"), "key": "queue"})
     (tmp_path / "cloud-init.yaml").write_text("#cloud-config\nruncmd:\n  - nvidia-smi\n")
     return {
-        "fleet": {"name": "e2e", "database_url": f"sqlite:///{tmp_path / 'fleet.db'}", "tick_seconds": 15,
+        "fleet": {"name": "e2e", "database_url": database_url or f"sqlite:///{tmp_path / 'fleet.db'}",
+                  "tick_seconds": 15,
                   "metrics_port": 0},
         "budget": {"max_hourly_usd": budget},
         "providers": {"digitalocean": {"token_env": "DIGITALOCEAN_TOKEN", "api_url": fake.url,
@@ -228,9 +230,19 @@ def chaos(rng: random.Random, rate: float):
 @pytest.mark.parametrize("seed", [7, 11, 23])
 def test_100_ticks_of_random_demand_with_20_percent_failures(
         fake: FakeDigitalOcean, clock: FakeClock, tmp_path: Path, seed: int) -> None:
+    soak(fake, clock, tmp_path, seed)
+
+
+def test_100_chaotic_ticks_on_postgresql(fake: FakeDigitalOcean, clock: FakeClock, tmp_path: Path,
+                                         postgres_url: str) -> None:
+    soak(fake, clock, tmp_path, seed=7, database_url=postgres_url)
+
+
+def soak(fake: FakeDigitalOcean, clock: FakeClock, tmp_path: Path, seed: int, database_url: str | None = None) -> None:
     rng = random.Random(seed)
     global_cap, pool_cap = 30.0, 25.0  # at $3.39 a launch (the dearest candidate): 7 machines fit
-    ctl = controller(fake, clock, tmp_path, queue=None, budget=global_cap, max_hourly_usd=pool_cap)
+    ctl = controller(fake, clock, tmp_path, queue=None, budget=global_cap, max_hourly_usd=pool_cap,
+                     database_url=database_url)
     signals = tmp_path / "signals.json"
     fake.chaos = chaos(rng, 0.2)
     start = clock.now
