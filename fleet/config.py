@@ -7,7 +7,6 @@ misspelled cap can never be silently ignored.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from pathlib import Path
@@ -282,7 +281,6 @@ class SimulationSettings(Strict):
     boot_jitter_s: NonNegFloat = 0.0  # boot time drawn from boot_seconds ± jitter
 
 
-DO_KEYS = ("image", "ssh_keys", "user_data_file", "vpc_uuid")
 AWS_KEYS = ("subnets", "launch_template", "security_groups", "key_name", "capacity", "spot_fallback",
             "iam_instance_profile")
 
@@ -463,6 +461,3 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
     return parse_config(data, source=path, base_dir=path.resolve().parent)
 
-
-def is_finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

@@ -31,7 +31,6 @@ from fleet.model import (
     Plan,
     PoolPlan,
     PoolView,
-    Reason,
     SignalReading,
 )
 from fleet.policy import decide
@@ -546,4 +545,4 @@ def plan_json(result: TickResult) -> dict[str, Any]:
     }
 
 
-__all__ = ["Controller", "TickResult", "plan_json", "Reason"]
+__all__ = ["Controller", "TickResult", "plan_json"]
