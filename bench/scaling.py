@@ -1,6 +1,6 @@
 """Issue 6's scaling benchmark: every policy on every trace in ../shared/traces, by hand.
 
-    /work/venv/bin/python bench/scaling.py [--traces DIR] [--only NAME] [--split 0.5]
+    /work/venv/bin/python bench/scaling.py [--traces DIR] [--only NAME] [--split 0.5] [--seed 1]
 
 Each trace is scaled (fleet.sim.trace.scale_trace: k copies of each arrival, seeded jitter in
 [0, 60 s)) to a mean of about 8 busy machines; boot 180 s; budget 5 s with 8 slots per machine
@@ -74,7 +74,8 @@ def active_window(trace: Trace, quantile: float = 0.01) -> Trace:
                  trace.model)
 
 
-def prepare(name: str, traces: Path, split: float, boot: float = 180.0, queue_wait: bool = True) -> Scenario:
+def prepare(name: str, traces: Path, split: float, boot: float = 180.0, queue_wait: bool = True,
+            seed: int = 1) -> Scenario:
     file, slots, budget, tick = TRACES[name]
     cfg = config(slots, budget, tick, boot, queue_wait)
     pool = cfg.pools[0]
@@ -82,15 +83,15 @@ def prepare(name: str, traces: Path, split: float, boot: float = 180.0, queue_wa
     if name == "openb":
         raw = active_window(raw)
     k = TARGET_BUSY * slots / raw.mean_busy_slots()
-    trace = scale_trace(raw, k, seed=1)
+    trace = scale_trace(raw, k, seed=seed)
     best = trace
     for _ in range(4):  # thinning a heavy-tailed trace misses the mean: correct k on what came out
         k *= TARGET_BUSY * slots / trace.mean_busy_slots()
-        trace = scale_trace(raw, k, seed=1)
+        trace = scale_trace(raw, k, seed=seed)
         if abs(trace.mean_busy_slots() - TARGET_BUSY * slots) < abs(best.mean_busy_slots() - TARGET_BUSY * slots):
             best = trace
     trace = best
-    scn = scenario(cfg, pool, trace, seed=1)
+    scn = scenario(cfg, pool, trace, seed=seed)
     # judge the requests after the split (by count: arrivals are not uniform in time)
     return Scenario(**{**scn.__dict__, "judge_from_s": float(np.quantile(trace.arrival_s, split))})
 
@@ -101,6 +102,8 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=sorted(TRACES))
     parser.add_argument("--split", type=float, default=0.5, help="judge requests after this share of the span")
     parser.add_argument("--boot", type=float, default=180.0)
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the replication jitter and of the simulated cloud (1: the figures in the README)")
     parser.add_argument("--tune", action="store_true", help="judge the first part instead (for tuning)")
     parser.add_argument("--no-queue-wait", dest="queue_wait", action="store_false",
                         help="the fleet pool without its queue_wait signal (queue depth and utilization only)")
@@ -108,7 +111,7 @@ def main() -> int:
     all_ok = True
     for name in args.only or TRACES:
         started = time.perf_counter()
-        scn = prepare(name, args.traces, args.split, args.boot, args.queue_wait)
+        scn = prepare(name, args.traces, args.split, args.boot, args.queue_wait, args.seed)
         if args.tune:  # the tuning part: requests before the split, its second half judged
             cut = scn.trace.arrival_s < scn.judge_from_s
             trace = Trace(scn.trace.arrival_s[cut], scn.trace.service_s[cut], scn.trace.name + " (tune part)",
