@@ -112,12 +112,8 @@ def main() -> int:
     for name in args.only or TRACES:
         started = time.perf_counter()
         scn = prepare(name, args.traces, args.split, args.boot, args.queue_wait, args.seed)
-        if args.tune:  # the tuning part: requests before the split, its second half judged
-            cut = scn.trace.arrival_s < scn.judge_from_s
-            trace = Trace(scn.trace.arrival_s[cut], scn.trace.service_s[cut], scn.trace.name + " (tune part)",
-                          scn.trace.format, scn.trace.model)
-            scn = Scenario(**{**scn.__dict__, "trace": trace,
-                              "judge_from_s": float(np.quantile(trace.arrival_s, 0.5))})
+        if args.tune:
+            scn = tune_part(scn)
         results, bound = run_all(scn, POLICIES)
         results.append(static_tuned(scn))
         start, end = scn.warmup_s, max(r.end_s for r in results)
@@ -148,6 +144,14 @@ def main() -> int:
                   f"<= 2.0x oracle: {cost <= 2.0 * oracle}, cheaper than every one at 99%: "
                   f"{'yes' if not beaten else 'no, not than ' + ', '.join(beaten)})")
     return 0 if all_ok else 1
+
+
+def tune_part(scn: Scenario) -> Scenario:
+    """The tuning part: the requests before the judged part, its second half judged."""
+    cut = scn.trace.arrival_s < scn.judge_from_s
+    trace = Trace(scn.trace.arrival_s[cut], scn.trace.service_s[cut], scn.trace.name + " (tune part)",
+                  scn.trace.format, scn.trace.model)
+    return Scenario(**{**scn.__dict__, "trace": trace, "judge_from_s": float(np.quantile(trace.arrival_s, 0.5))})
 
 
 def static_tuned(scn: Scenario) -> RunResult:

@@ -16,8 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -25,7 +23,6 @@ import scaling  # noqa: E402
 
 import fleet.policy.latency as latency  # noqa: E402
 from fleet.sim.run import Scenario, run_all, slo_attainment  # noqa: E402
-from fleet.sim.trace import Trace  # noqa: E402
 
 
 def parse_setting(text: str) -> dict[str, float]:
@@ -36,13 +33,6 @@ def parse_setting(text: str) -> dict[str, float]:
             raise SystemExit(f"{part!r}: fleet/policy/latency.py has no constant {name!r}")
         out[name] = type(getattr(latency, name))(eval(value, {}))  # noqa: S307 (a by-hand tool)
     return out
-
-
-def tune_part(scn: Scenario) -> Scenario:
-    cut = scn.trace.arrival_s < scn.judge_from_s
-    trace = Trace(scn.trace.arrival_s[cut], scn.trace.service_s[cut], scn.trace.name + " (tune part)",
-                  scn.trace.format, scn.trace.model)
-    return Scenario(**{**scn.__dict__, "trace": trace, "judge_from_s": float(np.quantile(trace.arrival_s, 0.5))})
 
 
 def figure(scn: Scenario, policies: tuple[str, ...]) -> dict[str, str]:
@@ -69,7 +59,7 @@ def main() -> int:
         for name in args.only or scaling.TRACES:
             scn = scaling.prepare(name, args.traces, 0.5, seed=seed)
             if args.tune:
-                scn = tune_part(scn)
+                scn = scaling.tune_part(scn)
             base = figure(scn, ("static", "hpa"))
             print(f"{name} seed {seed}: " + "  ".join(f"{p} {v}" for p, v in base.items()))
             for setting in settings:
