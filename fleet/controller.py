@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,8 @@ class Controller:
         self.metrics = metrics or Metrics()
         self.last_success_at: float | None = None
         self._last_prune = -float("inf")
+        self._unmanaged_ids: frozenset[str] = frozenset()
+        self._unmanaged_pools: set[str] = set()
         # Replicas must differ (hostnames do, in most deployments); a restart on the same host
         # takes its lease back at once instead of waiting for it to expire.
         self.holder = holder or os.environ.get("FLEET_REPLICA_ID") or socket.gethostname()
@@ -293,7 +296,31 @@ class Controller:
                 provider_blocked=obs.blocked.get(pool.provider),
                 headroom=headroom, headroom_note=note, launch_price_hourly_usd=obs.launch_price.get(pool.name),
             )
-        return Fleet(pools=views)
+        configured = {p.name for p in self.config.pools}
+        unmanaged = tuple(_machine_from_row(r) for r in rows if r.pool not in configured)
+        self._report_unmanaged(unmanaged)
+        return Fleet(pools=views, unmanaged=unmanaged)
+
+    def _report_unmanaged(self, unmanaged: tuple[Machine, ...]) -> None:
+        """A gauge per unconfigured pool, and a warning whenever the set of such machines changes
+        (each tick would flood the log)."""
+        by_pool = Counter(m.pool for m in unmanaged)
+        for pool in self._unmanaged_pools - set(by_pool):
+            self.metrics.unmanaged.labels(pool).set(0)
+        for pool, count in by_pool.items():
+            self.metrics.unmanaged.labels(pool).set(count)
+        self._unmanaged_pools = set(by_pool)
+        ids = frozenset(m.id for m in unmanaged)
+        if ids and ids != self._unmanaged_ids:
+            unpriced = sum(1 for m in unmanaged if not m.price_hourly_usd)
+            log.warning(kv(event="unmanaged_machines", count=len(ids),
+                           pools=",".join(f"{p}:{n}" for p, n in sorted(by_pool.items())),
+                           burn_usd_per_hour=round(sum(m.price_hourly_usd for m in unmanaged), 2),
+                           unpriced=unpriced,
+                           reason="tagged for this fleet but their pool is not in the config: no pool scales "
+                                  "them; their burn counts toward [budget] max_hourly_usd until they are "
+                                  "destroyed (put the pool back with min = max = 0 to have fleet do it)"))
+        self._unmanaged_ids = ids
 
     def _machine(self, pool: PoolConfig, inst: ProviderInstance, row: MachineRow | None, now: float) -> Machine:
         if row is not None:

@@ -18,6 +18,8 @@ class Metrics:
                               registry=r)
         self.held = Gauge("fleet_pool_held", "1 when the pool was held last tick", ["pool"], registry=r)
         self.burn = Gauge("fleet_burn_usd_per_hour", "Hourly price of every billed machine", registry=r)
+        self.unmanaged = Gauge("fleet_unmanaged_machines", "Machines tagged for this fleet whose pool is not in "
+                               "the config: billed, scaled by no pool", ["pool"], registry=r)
         self.spend_mtd = Gauge("fleet_spend_month_to_date_usd", "Month-to-date spend from the ledger",
                                ["pool"], registry=r)
         self.provider_errors = Counter("fleet_provider_errors", "Provider errors by kind",

@@ -91,10 +91,17 @@ class PoolView:
 @dataclass(frozen=True)
 class Fleet:
     pools: Mapping[str, PoolView]
+    # machines carrying this fleet's tag whose pool is not in the config (a pool removed or
+    # renamed): no pool decides for them, but they are billed, so the global cap counts them
+    unmanaged: tuple[Machine, ...] = ()
+
+    @property
+    def unmanaged_burn_usd_per_hour(self) -> float:
+        return sum(m.price_hourly_usd for m in self.unmanaged if m.state in BILLED_STATES)
 
     @property
     def burn_usd_per_hour(self) -> float:
-        return sum(p.burn_usd_per_hour for p in self.pools.values())
+        return sum(p.burn_usd_per_hour for p in self.pools.values()) + self.unmanaged_burn_usd_per_hour
 
 
 @dataclass(frozen=True)

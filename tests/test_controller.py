@@ -121,6 +121,46 @@ def test_foreign_tagged_machine_is_adopted_and_vanished_one_closed(database_url,
     assert orphan in ids and other not in ids and mine not in ids
 
 
+def test_machines_of_a_pool_removed_from_the_config_count_toward_the_global_cap(database_url, tmp_path, caplog):
+    # $40/h global cap; 8 H100s ($27.12/h) survive from a pool no longer in the config: room for 3 more
+    rig = make_rig(database_url, tmp_path, max_hourly_usd=None)
+    retired = {rig.cloud.add_foreign_machine("demo", "retired") for _ in range(8)}
+    ctl = rig.controller()
+    rig.set(queue=400)
+    result = ctl.tick()
+    plan = result.plan.pool("imagegen")
+    assert plan.desired == 3
+    assert any("[budget] max_hourly_usd=40" in r.message for r in plan.reasons)
+    assert result.plan.burn_now_usd_per_hour == pytest.approx(8 * 3.39)
+    assert retired <= live_db_ids(ctl.store) and len(rig.cloud_ids()) == 11
+    assert ctl.metrics.registry.get_sample_value("fleet_unmanaged_machines", {"pool": "retired"}) == 8
+    assert sum("event=unmanaged_machines" in r.getMessage() for r in caplog.records) == 1
+    rig.clock.advance(60)
+    ctl.tick()  # the same machines: no second warning
+    assert sum("event=unmanaged_machines" in r.getMessage() for r in caplog.records) == 1
+    # destroyed by hand: closed, no longer counted, and the freed budget is used
+    rig.cloud.destroy(sorted(retired))
+    rig.clock.advance(60)
+    result = ctl.tick()
+    assert result.plan.pool("imagegen").desired > 3
+    assert ctl.metrics.registry.get_sample_value("fleet_unmanaged_machines", {"pool": "retired"}) == 0
+
+
+def test_a_removed_pool_put_back_with_max_zero_is_emptied(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    retired = {rig.cloud.add_foreign_machine("demo", "retired") for _ in range(2)}
+    ctl = rig.controller()
+    ctl.tick()
+    assert retired <= live_db_ids(ctl.store)
+    pools = [*rig.config.pools, rig.config.pools[0].model_copy(update={"name": "retired", "min": 0, "max": 0})]
+    rig.config = rig.config.model_copy(update={"pools": tuple(pools)})
+    ctl = rig.controller()
+    rig.clock.advance(15)
+    plan = ctl.tick().plan.pool("retired")
+    assert plan.desired == 0 and sorted(a for x in plan.actions for a in x.machine_ids) == sorted(retired)
+    assert not retired & rig.cloud_ids()
+
+
 def test_spend_ledger_per_second_with_minimum(database_url, tmp_path):
     rig = make_rig(database_url, tmp_path, scale_down_cooldown_s=0, scale_down_stabilization_s=0,
                    scale_up_cooldown_s=0)
