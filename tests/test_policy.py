@@ -179,8 +179,9 @@ def test_decide_is_deterministic_and_pure():
         min_size=1, max_size=4,
     ),
     global_cap=st.one_of(st.none(), st.floats(1.0, 300.0)),
+    unmanaged=st.tuples(st.integers(0, 5), st.floats(0.1, 30.0)),  # machines of a pool no longer configured
 )
-def test_budget_caps_are_never_exceeded_by_new_launches(pools, global_cap):
+def test_budget_caps_are_never_exceeded_by_new_launches(pools, global_cap, unmanaged):
     from fleet.config import parse_config
 
     data = {"fleet": {"name": "t"}, "providers": {"simulated": {}}, "pools": []}
@@ -199,7 +200,7 @@ def test_budget_caps_are_never_exceeded_by_new_launches(pools, global_cap):
     cfg = parse_config(data)
     from fleet.model import Fleet
 
-    fleet = Fleet(pools=views)
+    fleet = Fleet(pools=views, unmanaged=machines(unmanaged[0], 0, unmanaged[1], pool="retired"))
     plan = decide(cfg, fleet, signals, History(), NOW)
     total_new = 0.0
     for pool_cfg, pool_plan in zip(cfg.pools, plan.pools, strict=True):
@@ -208,8 +209,10 @@ def test_budget_caps_are_never_exceeded_by_new_launches(pools, global_cap):
         total_new += new
         if new and pool_cfg.max_hourly_usd is not None:
             assert v.burn_usd_per_hour + new <= pool_cfg.max_hourly_usd + 1e-6
+    # counted here from the parts, so a Fleet that forgot the unconfigured pool's machines fails
+    existing = sum(v.burn_usd_per_hour for v in views.values()) + unmanaged[0] * unmanaged[1]
     if total_new and global_cap is not None:
-        assert fleet.burn_usd_per_hour + total_new <= global_cap + 1e-6
+        assert existing + total_new <= global_cap + 1e-6
     assert math.isclose(plan.burn_planned_usd_per_hour,
                         fleet.burn_usd_per_hour + total_new - sum(
                             m.price_hourly_usd for p in plan.pools for a in p.actions
