@@ -296,8 +296,9 @@ class Controller:
                 provider_blocked=obs.blocked.get(pool.provider),
                 headroom=headroom, headroom_note=note, launch_price_hourly_usd=obs.launch_price.get(pool.name),
             )
-        configured = {p.name for p in self.config.pools}
-        unmanaged = tuple(_machine_from_row(r) for r in rows if r.pool not in configured)
+        # a pool removed, renamed, or moved to another provider leaves machines no view holds
+        configured = {(p.provider, p.name) for p in self.config.pools}
+        unmanaged = tuple(_machine_from_row(r) for r in rows if (r.provider, r.pool) not in configured)
         self._report_unmanaged(unmanaged)
         return Fleet(pools=views, unmanaged=unmanaged)
 
@@ -317,7 +318,8 @@ class Controller:
                            pools=",".join(f"{p}:{n}" for p, n in sorted(by_pool.items())),
                            burn_usd_per_hour=round(sum(m.price_hourly_usd for m in unmanaged), 2),
                            unpriced=unpriced,
-                           reason="tagged for this fleet but their pool is not in the config: no pool scales "
+                           reason="tagged for this fleet but their pool is not in the config (or is now on "
+                                  "another provider): no pool scales "
                                   "them; their burn counts toward [budget] max_hourly_usd until they are "
                                   "destroyed (put the pool back with min = max = 0 to have fleet do it)"))
         self._unmanaged_ids = ids
