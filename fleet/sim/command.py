@@ -7,9 +7,11 @@ Registered by fleet/cli.py as `app.command("simulate")(simulate)`.  Exit codes: 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from fleet.config import ConfigError, load_config
@@ -56,6 +58,9 @@ def simulate(
     scale: Annotated[float, typer.Option("--scale", help="replay each arrival K times (seeded jitter)")] = 1.0,
     trace_format: Annotated[str, typer.Option("--format", help="auto|csv|azure|mooncake|openb")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="seed for --scale jitter and boot jitter")] = 0,
+    judge_from: Annotated[float, typer.Option(
+        "--judge-from", help="judge only requests after this share of them (0 to 1, e.g. 0.5): the "
+                             "policies learn their history on the part before")] = 0.0,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress",
                                                   help="progress bar on stderr (default: long traces)")] = None,
 ) -> None:
@@ -65,6 +70,8 @@ def simulate(
     names = POLICIES if policy == "all" else (policy,)
     if policy != "all" and policy not in POLICIES:
         raise _fail(f"--policy must be one of {', '.join(POLICIES)}, all; got {policy!r}")
+    if not 0.0 <= judge_from < 1.0:
+        raise _fail(f"--judge-from must be at least 0 and below 1 (a share of the requests), got {judge_from:g}")
     if trace_format not in FORMATS:
         raise _fail(f"--format must be one of {', '.join(FORMATS)}; got {trace_format!r}")
     try:
@@ -74,6 +81,8 @@ def simulate(
         if scale != 1.0:
             loaded = scale_trace(loaded, scale, seed=seed)
         scn = scenario(cfg, chosen, loaded, seed=seed)
+        if judge_from > 0:
+            scn = replace(scn, judge_from_s=float(np.quantile(loaded.arrival_s, judge_from)))
     except ConfigError as exc:
         raise _fail(f"invalid config:\n{exc}") from None
     except (TraceError, ScenarioError) as exc:
