@@ -131,7 +131,9 @@ class PrometheusSource(Strict):
             "dcgm_memory_used_fraction",
             "vllm_queue",
             "vllm_kv_cache",
+            "vllm_queue_wait",
             "triton_queue",
+            "triton_queue_wait",
             "tgi_queue",
         ]
         | None
@@ -215,21 +217,23 @@ SourceConfig = Annotated[
 
 
 class QueueDepthSignal(Strict):
-    """Waiting + running work items; one machine per `target_per_machine`."""
+    """Waiting + running work items; one machine per `target_per_machine` (required unless the
+    pool has `latency_budget_s`, whose policy sizes by `slots_per_machine`)."""
 
     kind: Literal["queue_depth"]
     name: str | None = None
-    target_per_machine: PositiveFloat
+    target_per_machine: PositiveFloat | None = None
     source: SourceConfig
     in_flight_source: SourceConfig | None = None  # added to `source` when waiting and running are apart
 
 
 class GpuUtilizationSignal(Strict):
-    """0..1 over the pool's ready machines; HPA's ceil(ready * value / target)."""
+    """0..1 over the pool's ready machines; HPA's ceil(ready * value / target) (`target` is
+    required unless the pool has `latency_budget_s`)."""
 
     kind: Literal["gpu_utilization"]
     name: str | None = None
-    target: Annotated[float, Field(gt=0, le=1)]
+    target: Annotated[float, Field(gt=0, le=1)] | None = None
     source: SourceConfig
 
 
@@ -341,6 +345,12 @@ class PoolConfig(Strict):
         if self.latency_budget_s is None and any(s.kind == "queue_wait" for s in self.signals):
             raise ValueError("a `queue_wait` signal needs `latency_budget_s`: it tunes the latency policy "
                              "and says nothing about size on its own")
+        if self.latency_budget_s is None:
+            for i, signal in enumerate(self.signals):
+                key = {"queue_depth": "target_per_machine", "gpu_utilization": "target"}.get(signal.kind)
+                if key is not None and getattr(signal, key) is None:
+                    raise ValueError(f"signals[{i}].{key} is required: it sizes the pool (a pool with "
+                                     f"latency_budget_s sizes itself from slots_per_machine and needs none)")
         if self.max_boot_seconds < self.boot_seconds:
             raise ValueError(f"max_boot_seconds ({self.max_boot_seconds}) must be >= boot_seconds "
                              f"({self.boot_seconds})")

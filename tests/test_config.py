@@ -44,3 +44,30 @@ def test_queue_wait_is_accepted_on_a_latency_pool():
     cfg = parse_config(_data(latency_budget_s=5, slots_per_machine=8, signals=[
         {"kind": "queue_wait", "source": {"type": "static", "value": 0.5}}]))
     assert cfg.pools[0].signals[0].kind == "queue_wait"
+
+
+@pytest.mark.parametrize(("kind", "key"), [("queue_depth", "target_per_machine"), ("gpu_utilization", "target")])
+def test_a_sizing_target_is_required_only_without_a_latency_budget(kind, key):
+    signal = {"kind": kind, "source": {"type": "static", "value": 1}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(_data(signals=[signal]), source="c.toml")
+    assert f"c.toml: pools[0]: signals[0].{key} is required" in str(err.value)
+    cfg = parse_config(_data(latency_budget_s=5, slots_per_machine=8, signals=[signal]))
+    assert getattr(cfg.pools[0].signals[0], key) is None
+
+
+def test_the_commented_cloud_examples_parse_once_uncommented():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "config.example.toml").read_text(encoding="utf-8")
+    head, _, examples = text.partition("# Real clouds.")
+    toml_line = re.compile(r"^\s*(\[|[\w.]+\s*=)")
+    lines = [line[2:] for line in examples.splitlines()[1:] if line.startswith("# ") and toml_line.match(line[2:])]
+    data = tomllib.loads(head.rsplit("\n# ----", 1)[0] + "\n" + "\n".join(lines))
+    cfg = parse_config(data, source="config.example.toml")
+    assert [p.name for p in cfg.pools] == ["imagegen", "sdxl", "llm", "chat"]
+    chat = cfg.pool("chat")
+    assert chat.latency_budget_s == 5 and [s.kind for s in chat.signals] == ["queue_depth", "queue_wait"]
+    assert chat.signals[1].source.preset == "vllm_queue_wait"

@@ -195,3 +195,60 @@ def test_config_rejects_a_selector_with_a_custom_query_and_bad_label_names():
         PrometheusSource(type="prometheus", url="http://p", query="up", selector={"pool": "a"})
     with pytest.raises(ValueError, match="label names"):
         PrometheusSource(type="prometheus", url="http://p", preset="tgi_queue", selector={"bad-name": "a"})
+
+
+class CountingExporter(Exporter):
+    """Counters that grow with time, as a serving engine's do: per second, 10 requests start
+    on model `llama` (9 waited <= 0.5 s, 1 waited 2.5-5 s) and on Triton's `resnet` (1.5 s of
+    queueing in all); model `idle` has counters that stand still (nothing started)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = time.monotonic()
+
+    @property
+    def body(self) -> str:
+        t = time.monotonic() - self.started + 1.0
+        lines = ["# TYPE vllm:request_queue_time_seconds histogram"]
+        for model, per_s in (("llama", t), ("idle", 1.0)):
+            labels = {"model_name": model, "engine": "0"}
+            for le, count in (("0.5", 9), ("1.0", 9), ("2.5", 9), ("5.0", 10), ("+Inf", 10)):
+                lines.append(sample("vllm:request_queue_time_seconds_bucket", {**labels, "le": le}, count * per_s))
+            lines.append(sample("vllm:request_queue_time_seconds_count", labels, 10 * per_s))
+            lines.append(sample("vllm:request_queue_time_seconds_sum", labels, 6.3 * per_s))
+        labels = {"model": "resnet", "version": "1"}
+        lines += ["# TYPE nv_inference_queue_duration_us counter",
+                  sample("nv_inference_queue_duration_us", labels, 1.5e6 * t),
+                  "# TYPE nv_inference_request_success counter",
+                  sample("nv_inference_request_success", labels, 10 * t)]
+        return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def prom_counting(tmp_path_factory):
+    binary = need_binary("prometheus", "Prometheus tests (apt-get install -y prometheus)")
+    with CountingExporter() as exporter:
+        server = PrometheusServer(binary, tmp_path_factory.mktemp("prometheus-rates"), exporter.target)
+        server.start()
+        try:
+            server.wait_for("rate(nv_inference_request_success[1m]) > 0")  # two scrapes: rates exist
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.mark.parametrize(("name", "selector", "expected"), [
+    # 99th percentile: rank 9.9 of 10 falls in the (2.5, 5] bucket, interpolated: 2.5 + 2.5 x 0.9
+    ("vllm_queue_wait", {"model_name": "llama"}, 4.75),
+    ("triton_queue_wait", {"model": "resnet"}, 0.15),  # 1.5 s of queueing / 10 requests, per second
+])
+def test_queue_wait_presets_read_rates_of_the_scraped_counters(prom_counting, name, selector, expected):
+    reading = read_source(preset(prom_counting, name, **selector))
+    assert reading.error is None
+    assert reading.value == pytest.approx(expected, rel=1e-3)
+    assert reading.age_s is not None and 0 <= reading.age_s < 10
+
+
+def test_queue_wait_with_nothing_started_is_missing_not_zero(prom_counting):
+    reading = read_source(preset(prom_counting, "vllm_queue_wait", model_name="idle"))
+    assert reading.value is None and "NaN" in reading.error

@@ -29,6 +29,8 @@ def _ceil(x: float) -> int:
 
 
 def recommend(signal: SignalConfig, reading: SignalReading, ready: int) -> int | None:
+    """Machines one signal asks for.  Only pools without `latency_budget_s` call it, and the
+    config requires their targets."""
     value = reading.value
     assert value is not None, "missing readings never reach recommend()"
     if isinstance(signal, QueueDepthSignal):

@@ -73,6 +73,19 @@ PRESETS: dict[str, Callable[[str], tuple[str, str]]] = {
         f"avg(vllm:kv_cache_usage_perc{s}) or avg(vllm:gpu_cache_usage_perc{s})",
         f"{_stamp('vllm:kv_cache_usage_perc', s)} or {_stamp('vllm:gpu_cache_usage_perc', s)}",
     ),
+    # queue_wait signals: seconds the requests started over the last minute waited (no request
+    # started: 0 / 0 = NaN, a missing reading, which the latency policy treats as no evidence)
+    "vllm_queue_wait": lambda s: (
+        # the 99th percentile of vLLM's queue-time histogram (seconds)
+        f"histogram_quantile(0.99, sum by (le) (rate(vllm:request_queue_time_seconds_bucket{s}[1m])))",
+        _stamp("vllm:request_queue_time_seconds_bucket", s),
+    ),
+    "triton_queue_wait": lambda s: (
+        # Triton keeps only the total: the mean wait, from a microsecond counter
+        f"sum(rate(nv_inference_queue_duration_us{s}[1m])) / sum(rate(nv_inference_request_success{s}[1m]))"
+        " / 1e6",
+        _oldest([_stamp("nv_inference_queue_duration_us", s), _stamp("nv_inference_request_success", s)]),
+    ),
     "triton_queue": lambda s: (
         f"sum(nv_inference_pending_request_count{s})",
         _stamp("nv_inference_pending_request_count", s),
