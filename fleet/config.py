@@ -258,8 +258,10 @@ class MemoryPressureSignal(Strict):
 
 
 class QueueWaitSignal(Strict):
-    """Seconds the work started lately waited in the queue (e.g. the max over a tick of vLLM's
-    `vllm:request_queue_time_seconds`); latency pools use it as feedback on their headroom."""
+    """Seconds the work started lately waited in the queue: the Prometheus presets read the p99
+    of vLLM's `vllm:request_queue_time_seconds` (or Triton's mean) over the last minute, and
+    `fleet simulate` the longest wait of the work started in the last tick.  Latency pools use it
+    to leave out queued work that clears within the budget."""
 
     kind: Literal["queue_wait"]
     name: str | None = None
