@@ -209,9 +209,11 @@ def test_judge_from_counts_every_figure_over_the_judged_window(tmp_path: Path) -
 
 
 def test_judge_from_in_the_table(tmp_path: Path) -> None:
+    png = tmp_path / "judged.png"
     result = runner.invoke(app, ["simulate", "--config", str(write_config(tmp_path)), "--trace",
-                                 str(synthetic_trace(tmp_path, 200)), "--judge-from", "0.5"])
+                                 str(synthetic_trace(tmp_path, 200)), "--judge-from", "0.5", "--plot", str(png)])
     assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the plot marks where judging starts
     # the median of 212 arrivals (every 10 s from 0, then 12 at 3000 s): between 1050 s and 1060 s
     assert "judged from 1055s (--judge-from" in result.stdout
     assert "SLO counted on requests arriving after the first" not in result.stdout

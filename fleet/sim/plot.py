@@ -93,6 +93,10 @@ def plot(scn: Scenario, results: Sequence[RunResult], bound: LowerBound, path: s
         waits = np.where(np.isfinite(r.waits), r.waits, np.nan)
         bottom.plot(arrival[order] / hours, waits[order], ".", ms=1.5, color=colors[r.policy], label=r.policy)
     bottom.axhline(scn.budget_s, color="red", lw=0.8, label="latency budget")
+    if scn.judge_from_s > 0:  # --judge-from: the figures count from this line on
+        for ax in (top, bottom):
+            ax.axvline(scn.judge_from_s / hours, color="0.4", lw=0.8, ls="-.")
+        top.text(scn.judge_from_s / hours, 0.01 * limit, " judged from here", fontsize=8, color="0.3")
     bottom.set_yscale("symlog", linthresh=1.0)
     bottom.set_ylim(bottom=0)
     bottom.set_ylabel("wait (s)")
