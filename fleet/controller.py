@@ -319,9 +319,9 @@ class Controller:
                            burn_usd_per_hour=round(sum(m.price_hourly_usd for m in unmanaged), 2),
                            unpriced=unpriced,
                            reason="tagged for this fleet but their pool is not in the config (or is now on "
-                                  "another provider): no pool scales "
-                                  "them; their burn counts toward [budget] max_hourly_usd until they are "
-                                  "destroyed (put the pool back with min = max = 0 to have fleet do it)"))
+                                  "another provider): no pool scales them; their burn counts toward [budget] "
+                                  "max_hourly_usd until they are destroyed (put the pool back with "
+                                  "min = max = 0 to have fleet do it)"))
         self._unmanaged_ids = ids
 
     def _machine(self, pool: PoolConfig, inst: ProviderInstance, row: MachineRow | None, now: float) -> Machine:

@@ -91,8 +91,9 @@ class PoolView:
 @dataclass(frozen=True)
 class Fleet:
     pools: Mapping[str, PoolView]
-    # machines carrying this fleet's tag whose pool is not in the config (a pool removed or
-    # renamed): no pool decides for them, but they are billed, so the global cap counts them
+    # machines carrying this fleet's tag that no configured pool holds (a pool removed, renamed or
+    # moved to another provider): no pool decides for them, but they are billed, so the global
+    # cap counts them
     unmanaged: tuple[Machine, ...] = ()
 
     @property

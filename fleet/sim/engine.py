@@ -87,6 +87,10 @@ class RunResult:
     def machine_cost(self, i: int) -> float:
         return BILLING.cost(self.gone[i] - self.created[i], self.prices[i])
 
+    def machine_seconds_between(self, start: float, end: float) -> float:
+        """Machine time inside [start, end], summed over the machines."""
+        return sum(max(0.0, min(g, end) - max(c, start)) for c, g in zip(self.created, self.gone, strict=True))
+
     def cost_between(self, start: float, end: float) -> float:
         """Machine time inside [start, end] at its price (pro rata: for judging part of a trace)."""
         inside = sum(max(0.0, min(g, end) - max(c, start)) * p

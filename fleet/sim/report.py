@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,14 +48,13 @@ def policy_row(scn: Scenario, result: RunResult, end: float | None = None) -> di
     and launches count only [judge_from_s, end] (machine time pro rata), as the SLO does."""
     counted = scn.trace.arrival_s >= scn.warmup_s
     waits = result.waits[counted] if counted.any() else result.waits
-    spans = list(zip(result.created, result.gone, strict=True))
     if scn.judge_from_s > 0:
         start, end = scn.judge_from_s, result.end_s if end is None else end
-        cost = result.cost_between(start, end)
-        seconds = sum(max(0.0, min(g, end) - max(c, start)) for c, g in spans)
+        cost, seconds = result.cost_between(start, end), result.machine_seconds_between(start, end)
         launches = sum(1 for c in result.created if c >= start)
     else:
-        cost, seconds, launches = result.cost_usd, sum(g - c for c, g in spans), len(result.created)
+        cost, launches = result.cost_usd, len(result.created)
+        seconds = result.machine_seconds_between(-math.inf, math.inf)
     return {
         "policy": result.policy,
         "cost_usd": round(cost, 4),
