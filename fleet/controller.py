@@ -520,6 +520,8 @@ class Controller:
         m.burn.set(plan.burn_planned_usd_per_hour if not result.dry_run else plan.burn_now_usd_per_hour)
         for p in plan.pools:
             m.desired.labels(p.pool).set(p.desired)
+            if p.demand_sample is not None:
+                m.demand.labels(p.pool).set(p.demand_sample)
             m.held.labels(p.pool).set(1 if p.held else 0)
             m.machines.labels(p.pool, "ready").set(p.ready)
             m.machines.labels(p.pool, "booting").set(p.booting)

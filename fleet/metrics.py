@@ -14,6 +14,8 @@ class Metrics:
                                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.desired = Gauge("fleet_pool_desired_machines", "Machines the last decision wanted", ["pool"],
                              registry=r)
+        self.demand = Gauge("fleet_pool_demand_machines", "Latency pools: the work in the pool, in machines "
+                            "(queued + running / slots_per_machine), as the policy read it", ["pool"], registry=r)
         self.machines = Gauge("fleet_pool_machines", "Machines by pool and state", ["pool", "state"],
                               registry=r)
         self.held = Gauge("fleet_pool_held", "1 when the pool was held last tick", ["pool"], registry=r)

@@ -371,8 +371,12 @@ def test_latency_pool_gets_its_recorded_demand_back_after_a_restart(database_url
     ctl = rig.controller()
     for queue in (8, 16, 24, 16):
         rig.set(queue=queue)
-        ctl.tick()
+        result = ctl.tick()
         rig.clock.advance(15)
+        # the demand the policy read is on /metrics, for a dashboard beside the desired count
+        sample = result.plan.pool("imagegen").demand_sample
+        assert sample is not None
+        assert ctl.metrics.registry.get_sample_value("fleet_pool_demand_machines", {"pool": "imagegen"}) == sample
     pool = rig.config.pool("imagegen")
     fresh = rig.controller()  # a restart: what the policy learned lives in the database
     hist = fresh.store.history({"imagegen": history_window_s(pool)}, rig.clock.now).of("imagegen")
