@@ -189,14 +189,41 @@ def test_keep_booting_victims_are_idle_ready_first_longest_ready_first() -> None
     assert [v.id for v in choose_victims(fleet_machines, 1)] == ["boot"]  # the default order is unchanged
 
 
-def test_rise_headroom_is_added_to_the_hold_not_to_a_momentary_running_peak() -> None:
-    # demand idles at 1 machine with 10-minute surges to 6 every half hour: the rise headroom is ~5;
-    # a read with 6 machines of work running now asks for running + its noise (8), not running + 5 (11)
+def surging_history() -> PoolHistory:
+    """Demand idles at 1 machine with 10-minute surges to 6 every half hour (rise headroom ~5),
+    the last five minutes at 1."""
     hist = PoolHistory(demand=tuple((t, 6.0 if (t // 600) % 3 == 0 else 1.0) for t, _ in steady(1.0).demand))
-    hist = ending_with(hist, 1.0, 20)
-    decision = recommend(pool(), view(ready=6), readings(48, 1.0), hist, NOW)
+    return ending_with(hist, 1.0, 20)
+
+
+def test_rise_headroom_is_added_to_the_hold_not_to_a_momentary_running_peak() -> None:
+    # 6 machines of work running and 2 more queued that will not clear in time (no queue_wait):
+    # the running work asks for itself + its noise (8), not running + the rises (11)
+    decision = recommend(pool(), view(ready=6), readings(64, 1.0), surging_history(), NOW)
     assert decision.headroom >= 4.0  # the recorded surges
     assert decision.desired == math.ceil(6.0 + 1.5 * math.sqrt(6 * 8) / 8)
+
+
+def test_a_running_peak_with_nothing_late_buys_nothing() -> None:
+    # the same 6 machines of work fill the 6 ready ones, but nothing waits: a moment's peak is
+    # covered by hold + headroom (6), and buying for it would flap the target tick to tick
+    decision = recommend(pool(), view(ready=6), readings(48, 1.0), surging_history(), NOW)
+    assert decision.desired == math.ceil(decision.hold + decision.headroom - 1e-9) == 6
+    # queued work the queue_wait reading shows clearing within the budget is not late either
+    clearing = (*readings(56, 1.0), SignalReading("queue_wait", "queue_wait", 1.0, "test"))
+    assert recommend(pool(), view(ready=6), clearing, surging_history(), NOW).desired == 6
+    # queued work waiting past the budget's slack is late: running work counts again
+    late = (*readings(56, 1.0), SignalReading("queue_wait", "queue_wait", 4.0, "test"))
+    assert recommend(pool(), view(ready=6), late, surging_history(), NOW).desired == 8
+
+
+def test_a_steady_pool_does_not_flap_on_one_read() -> None:
+    # steady 8 machines of work on 10 ready: one read with every slot busy and nothing waiting
+    # does not raise the target, so the next ordinary read has nothing to release
+    hist = steady(8.0)
+    calm = recommend(pool(), view(ready=10), readings(64, 0.8), hist, NOW)
+    peak = recommend(pool(), view(ready=10), readings(80, 1.0), hist, NOW)
+    assert peak.desired == calm.desired <= 10
 
 
 # ---------------------------------------------------------------- queue-wait feedback

@@ -22,16 +22,21 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
             only after it has been unneeded that long (ski rental, the rule the clairvoyant
             bound follows), so bursts do not pay boot after boot.
   headroom  the larger of square-root staffing (noise: BETA x sqrt(busy slots) idle slots,
-            busy = the larger of the hold and the work running now) and
+            busy = the hold, or the work running now when larger and work is late) and
             the RISE_QUANTILE of the rises, over the recorded history, of the level above
             such a hold within one boot time (what the hold alone would have missed; only
             windows with a rise count, so a sparse trace's idle hours do not dilute them;
             measured on a grid of at most 60 samples aligned to absolute time).
 
-  desired = ceil(max(hold + headroom, running + noise)): the rises were measured above the
-  hold, so they go on the hold; work running now holds its slots whatever the averages say,
-  and needs only its own noise on top (adding the rises to a momentary peak of running
-  work made the target jump up and down tick to tick, releasing machines mid-burst).
+  desired = ceil(hold + headroom): the rises were measured above the hold, so they go on it.
+  While queued work would miss the budget (work queued that the `queue_wait` reading does not
+  show clearing in time, or any queued work without that signal), work running now holds its
+  slots whatever the averages say: desired = ceil(max(hold + headroom, running + noise)), the
+  running work needing only its own noise on top (adding the rises to a momentary peak of
+  running work made the target jump up and down tick to tick, releasing machines mid-burst).
+  Only then: counted with nothing late, a moment's peak of running work made the target cross
+  an integer and back from one tick to the next, and each such flap released an idle ready
+  machine and bought a booting one (a boot paid for nothing, one ready machine fewer).
   A scale-down releases only idle machines that have been
   ready a hold window (one just bought, booting or ready, is kept: decide removes idle
   ready machines first for a latency pool), and none before the history covers
@@ -192,7 +197,9 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     levels = level_series(raw, k)
     level = float(levels[-1])
     hold = float(levels[len(levels) - 1 - back:].max())  # the hold window, now included
-    base = max(hold, running)
+    # queued work that will not clear within the budget: the work running now counts too
+    late = x > running
+    base = max(hold, running) if late else hold
     excess = 0.0
     if n >= 2:
         # rises, on a grid of at most _MAX_SAMPLES (a coarser grid for long histories: same rises)
@@ -209,7 +216,8 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     noise = BETA * math.sqrt(base * slots) / slots  # square-root staffing, counted in slots
     headroom = max(noise, excess)
     # the headroom covers rises above the hold; work running now needs only its own noise on top
-    desired = max(0, math.ceil(max(hold + headroom, running + noise) - _EPS))
+    need = max(hold + headroom, running + noise) if late else hold + headroom
+    desired = max(0, math.ceil(need - _EPS))
     held = ""
     if desired < current and (n == 0 or samples[0][0] > now - EVIDENCE_BOOTS * boot):
         desired = current
