@@ -17,6 +17,7 @@ from prometheus_client import make_wsgi_app
 from fleet.controller import Controller
 
 log = logging.getLogger("fleet")
+_STOP_POLL_S = 0.5  # how soon a stop signal caught on another thread is acted on
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -77,7 +78,11 @@ class Service:
                                next_run_time=_utcnow(), id="tick")
         self.scheduler.start()
         try:
-            self.stop_event.wait()
+            # Wake now and then: Python runs signal handlers only on the main thread, and when
+            # the kernel hands SIGTERM to another thread (the scheduler's, the HTTP server's)
+            # an untimed wait would never return to run the handler, and the stop is lost.
+            while not self.stop_event.wait(_STOP_POLL_S):
+                pass
         finally:
             log.info("stopping: waiting for the tick in progress")
             self.scheduler.shutdown(wait=True)
