@@ -286,9 +286,10 @@ def test_queue_wait_lowers_the_target_only_when_the_queue_clears() -> None:
 
 def test_a_steady_stream_keeps_a_steady_fleet_in_replay() -> None:
     # An hour of Poisson traffic holding 8 machines x 8 slots (3 s requests), through the real
-    # decide in the simulator: once the pool has its history, the second half hour needs no new
-    # machine.  Before running work counted only while late, the target flapped on single reads
-    # and this replay bought 11-15 machines in the second half (each a boot paid for nothing).
+    # decide in the simulator: once the pool has its history, the second half hour needs few new
+    # machines (0-5 over seeds 0-19; 2 with seed 0).  Before running work counted only while late,
+    # the target flapped on single reads and the same replays bought 11-15 machines in the second
+    # half (seeds 0-4), each a boot paid for nothing.
     cfg = parse_config({
         "fleet": {"name": "steady", "tick_seconds": 15},
         "providers": {"simulated": {}},
@@ -302,4 +303,4 @@ def test_a_steady_stream_keeps_a_steady_fleet_in_replay() -> None:
     scn = scenario(cfg, cfg.pools[0], trace, seed=0)
     result = run_policy(scn, "fleet")
     assert slo_attainment(scn, result) >= 0.999
-    assert sum(1 for created in result.created if created >= 1800) <= 4
+    assert sum(1 for created in result.created if created >= 1800) <= 6
