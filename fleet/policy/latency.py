@@ -29,14 +29,14 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
             measured on a grid of at most 60 samples aligned to absolute time).
 
   desired = ceil(hold + headroom): the rises were measured above the hold, so they go on it.
-  While queued work would miss the budget (work queued that the `queue_wait` reading does not
-  show clearing in time, or any queued work without that signal), work running now holds its
-  slots whatever the averages say: desired = ceil(max(hold + headroom, running + noise)), the
-  running work needing only its own noise on top (adding the rises to a momentary peak of
-  running work made the target jump up and down tick to tick, releasing machines mid-burst).
-  Only then: counted with nothing late, a moment's peak of running work made the target cross
-  an integer and back from one tick to the next, and each such flap released an idle ready
-  machine and bought a booting one (a boot paid for nothing, one ready machine fewer).
+  While queued work is late (queued, and the `queue_wait` reading does not show it clearing
+  within WAIT_CLEARS x the budget; without that signal, any queued work), the work running now
+  holds its slots whatever the averages say and needs only its own noise on top:
+  desired = ceil(max(hold + headroom, running + noise)).  Adding the rises to a momentary peak
+  of running work made the target jump tick to tick, releasing machines mid-burst; counting the
+  running work with nothing late let one busy read lift the target over an integer and back,
+  and each such flap released an idle ready machine and bought a booting one (a boot paid for
+  nothing, one ready machine fewer).
   A scale-down releases only idle machines that have been
   ready a hold window (one just bought, booting or ready, is kept: decide removes idle
   ready machines first for a latency pool), and none before the history covers
