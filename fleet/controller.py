@@ -50,7 +50,8 @@ from providers.base import (
 
 log = logging.getLogger("fleet")
 
-# A machine we created may take a moment to appear in an eventually consistent listing.
+# A machine we created may take a moment to appear in an eventually consistent listing, and
+# a listing may miss a machine for a moment: one is closed only when missing this long.
 LISTING_GRACE_S = 60.0
 # Creates that keep failing for a reason other than capacity (a bad image, a bad subnet) are
 # retried after tick_seconds x 2^(failures-1), at most this long, not every tick.
@@ -116,6 +117,8 @@ class Controller:
         self._last_prune = -float("inf")
         self._unmanaged_ids: frozenset[str] = frozenset()
         self._unmanaged_pools: set[str] = set()
+        # (provider, machine id) -> when a listing first missed a machine we still hold open
+        self._missing_since: dict[tuple[str, str], float] = {}
         # Replicas must differ (hostnames do, in most deployments); a restart on the same host
         # takes its lease back at once instead of waiting for it to expire.
         self.holder = holder or os.environ.get("FLEET_REPLICA_ID") or socket.gethostname()
@@ -207,17 +210,26 @@ class Controller:
                     self._adopt(provider_name, inst, tokens.get(inst.token or ""), now)
                 else:
                     self._follow(row, inst, now)
+            missing = {k: v for k, v in self._missing_since.items() if k[0] != provider_name}
             for row in known.values():
                 if row.provider_id in listed:
                     continue
-                if row.state is not MachineState.TERMINATING and now - row.created_at < LISTING_GRACE_S:
-                    continue  # just created; the listing may not show it yet
+                if row.state is not MachineState.TERMINATING:
+                    # Just created (the listing may not show it yet), or missed by this listing
+                    # only lately: an eventually consistent listing drops machines for a moment,
+                    # and closing one that is still there would buy its replacement.
+                    since = missing[provider_name, row.provider_id] = self._missing_since.get(
+                        (provider_name, row.provider_id), now)
+                    if now - row.created_at < LISTING_GRACE_S or now - since < LISTING_GRACE_S:
+                        continue
+                    del missing[provider_name, row.provider_id]
                 reason = ("destroyed: gone from the provider listing" if row.state is MachineState.TERMINATING
                           else "vanished from the provider listing (deleted outside fleet or reclaimed)")
                 end = row.terminating_at if row.terminating_at is not None else now
                 self.store.accrue(row, end, min_seconds=self._billing(provider_name).min_seconds)
                 self.store.move(row, MachineState.TERMINATED, now, reason)
                 log.info(kv(event="machine_closed", pool=row.pool, machine=row.provider_id, reason=reason))
+            self._missing_since = missing
             for action in unconfirmed:
                 found = sum(1 for inst in listing if inst.token == action.token)
                 if action.provider == provider_name and found:
@@ -248,6 +260,12 @@ class Controller:
                   else f"adopted: tagged fleet:{self.config.fleet.name} but unknown to the database")
         if pool_cfg is None:
             reason += f" (pool {inst.pool!r} is not in the config)"
+        closed = self.store.closed_machine(provider_name, inst.id)
+        if closed is not None:
+            # closed while a listing missed it, and listed again: the same machine, the same row
+            self.store.move(closed, state, now, "listed again after it was closed: a listing missed it")
+            log.warning(kv(event="machine_reappeared", pool=inst.pool, machine=inst.id))
+            return
         created = inst.created_at.timestamp() if inst.created_at else now
         self.store.add_machine(provider=provider_name, provider_id=inst.id, pool=inst.pool, state=state,
                                size=inst.size, region=inst.region, price_hourly_usd=price or 0.0,
@@ -281,12 +299,14 @@ class Controller:
             else:
                 listed = [inst for inst in listing if inst.pool == pool.name]
                 machines = tuple(self._machine(pool, inst, pool_rows.get(inst.id), now) for inst in listed)
-                # Just created and not listed yet (an eventually consistent listing): still capacity,
-                # or the next decision would launch the same machines again.
+                # Just created and not listed yet, or missed by this listing for a moment (an
+                # eventually consistent listing): still capacity, or the next decision would
+                # launch the same machines again.
                 seen = {inst.id for inst in listed}
                 machines += tuple(_machine_from_row(r) for r in pool_rows.values()
                                   if r.provider_id not in seen and r.state is not MachineState.TERMINATING
-                                  and now - r.created_at < LISTING_GRACE_S)
+                                  and (now - r.created_at < LISTING_GRACE_S
+                                       or (pool.provider, r.provider_id) in self._missing_since))
             headroom, note = obs.headroom.get(pool.name, (None, ""))
             views[pool.name] = PoolView(
                 name=pool.name, machines=machines,

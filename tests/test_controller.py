@@ -117,6 +117,9 @@ def test_foreign_tagged_machine_is_adopted_and_vanished_one_closed(database_url,
     rig.cloud.destroy([mine])  # deleted behind our back
     rig.clock.advance(120)
     ctl.tick()
+    assert mine in live_db_ids(ctl.store)  # one listing without it is no proof: listings lag
+    rig.clock.advance(60)
+    ctl.tick()
     ids = live_db_ids(ctl.store)
     assert orphan in ids and other not in ids and mine not in ids
 
@@ -140,6 +143,8 @@ def test_machines_of_a_pool_removed_from_the_config_count_toward_the_global_cap(
     assert sum("event=unmanaged_machines" in r.getMessage() for r in caplog.records) == 1
     # destroyed by hand: closed, no longer counted, and the freed budget is used
     rig.cloud.destroy(sorted(retired))
+    rig.clock.advance(60)
+    assert ctl.tick().plan.pool("imagegen").desired == 3  # gone from one listing: still counted
     rig.clock.advance(60)
     result = ctl.tick()
     assert result.plan.pool("imagegen").desired > 3
@@ -453,3 +458,67 @@ def test_machines_missing_from_a_lagging_listing_still_count(database_url, tmp_p
     ctl.tick()
     assert len(rig.cloud_ids()) == 3
     assert live_db_ids(ctl.store) == rig.cloud_ids()
+
+
+class ForgetfulListing(CrashingCloud):
+    """The embedded cloud, but its listing leaves out the machines in `hidden` (a listing that
+    misses machines for a while: eventual consistency, a page that shifted under us)."""
+
+    def list_instances(self, fleet):
+        return [i for i in self.inner.list_instances(fleet) if i.id not in self.hidden]
+
+
+def forgetful(rig):
+    cloud = ForgetfulListing(rig.cloud, "none", "never")
+    cloud.hidden = set()
+    return cloud, rig.controller(providers={"simulated": cloud})
+
+
+def test_a_machine_one_listing_misses_is_not_replaced_or_closed(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    cloud, ctl = forgetful(rig)
+    rig.set(queue=12)
+    ctl.tick()
+    rig.clock.advance(3600)
+    ctl.tick()
+    machines = rig.cloud_ids()
+    assert len(machines) == 3
+    cloud.hidden = {sorted(machines)[0]}
+    for _ in range(3):  # 45 s of listings without it: shorter than the grace
+        rig.clock.advance(15)
+        assert ctl.tick().plan.pool("imagegen").actions == ()  # it still counts: nothing bought
+    assert live_db_ids(ctl.store) == machines  # and it is still open (and charged)
+    cloud.hidden = set()
+    rig.clock.advance(15)
+    assert ctl.tick().plan.pool("imagegen").actions == ()
+    assert rig.cloud_ids() == machines
+
+
+def test_a_machine_closed_while_missing_is_reopened_when_listed_again(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    cloud, ctl = forgetful(rig)
+    rig.set(queue=12)
+    ctl.tick()
+    rig.clock.advance(3600)
+    ctl.tick()
+    machines = rig.cloud_ids()
+    missed = sorted(machines)[0]
+    cloud.hidden = {missed}
+    for _ in range(6):  # 90 s without it: closed, and a replacement bought
+        rig.clock.advance(15)
+        ctl.tick()
+    assert missed not in live_db_ids(ctl.store)
+    assert len(rig.cloud_ids()) == 4
+    cloud.hidden = set()
+    for _ in range(4):  # listed again: the same row, reopened; no tick fails on the unique id
+        rig.clock.advance(15)
+        ctl.tick()
+    assert live_db_ids(ctl.store) == rig.cloud_ids()
+    with ctl.store.engine.connect() as conn:
+        rows = conn.execute(select(t.machines.c.state, t.machines.c.terminated_at)
+                            .where(t.machines.c.provider_id == missed)).all()
+        reasons = conn.execute(select(t.machine_events.c.reason).join(
+            t.machines, t.machines.c.id == t.machine_events.c.machine_id)
+            .where(t.machines.c.provider_id == missed)).scalars().all()
+    assert len(rows) == 1 and rows[0].state == "ready" and rows[0].terminated_at is None
+    assert any("listed again" in r for r in reasons)

@@ -100,6 +100,14 @@ class Store:
                                 .order_by(t.machines.c.id))
             return [MachineRow.of(r) for r in rows]
 
+    def closed_machine(self, provider: str, provider_id: str) -> MachineRow | None:
+        """The TERMINATED row of this machine, if it has one (a listing that missed it closed it)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.machines).where(and_(
+                t.machines.c.provider == provider, t.machines.c.provider_id == provider_id,
+                t.machines.c.state.in_(FINAL_STATES)))).first()
+            return None if row is None else MachineRow.of(row)
+
     def add_machine(self, *, provider: str, provider_id: str, pool: str, state: MachineState, size: str,
                     region: str, price_hourly_usd: float, token: str | None, spot: bool, created_at: float,
                     now: float, reason: str) -> int:
@@ -125,6 +133,10 @@ class Store:
             values.setdefault("terminating_at", at)
         if to_state is MachineState.TERMINATED:
             values.setdefault("terminated_at", at)
+        if machine.state is MachineState.TERMINATED:  # listed again: it was never gone
+            values.setdefault("terminated_at", None)
+            if to_state is not MachineState.TERMINATING:
+                values.setdefault("terminating_at", None)
         with self.engine.begin() as conn:
             changed = conn.execute(update(t.machines).where(and_(
                 t.machines.c.id == machine.id, t.machines.c.state == machine.state.value)).values(**values))

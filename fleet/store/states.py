@@ -17,7 +17,8 @@ LEGAL_MOVES: dict[S, frozenset[S]] = {
     S.DRAINING: frozenset({S.TERMINATING, S.TERMINATED, S.FAILED}),
     S.TERMINATING: frozenset({S.TERMINATED}),
     S.FAILED: frozenset({S.TERMINATING, S.TERMINATED}),
-    S.TERMINATED: frozenset(),
+    # only when the provider lists it again: a listing that missed it for a while closed it
+    S.TERMINATED: frozenset({S.BOOTING, S.READY, S.TERMINATING, S.FAILED}),
 }
 
 
