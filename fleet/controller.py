@@ -144,7 +144,7 @@ class Controller:
                 self.retry_destroys(obs, now, result)
                 self.act(plan, obs, now, result)
                 self.record(plan, result, now)
-                self.accrue(self.clock())
+                self.accrue(self.clock(), obs)
             self._export(plan, obs, result)
             self.metrics.ticks.labels("ok").inc()
             self.last_success_at = self.clock()
@@ -506,12 +506,20 @@ class Controller:
             if pruned:
                 log.info(kv(event="pruned_decisions", rows=pruned))
 
-    def accrue(self, now: float) -> None:
+    def accrue(self, now: float, obs: Observation | None = None) -> None:
         """Charge live machines up to now, each at most once a minute (the ledger is per hour;
-        a machine's last charge, to its end and minimum, is made when it is closed)."""
+        a machine's last charge, to its end and minimum, is made when it is closed).  A machine
+        we asked to destroy is charged to the destroy request, unless the provider still lists
+        it when it had time to act (a destroy that failed or hangs): the cloud still bills it."""
+        listed = {(name, inst.id) for name, listing in (obs.listings.items() if obs else ())
+                  for inst in listing}
         charges = []
         for row in self.store.unfinished_machines():
-            until = row.terminating_at if row.state is MachineState.TERMINATING and row.terminating_at else now
+            until = now
+            if row.state is MachineState.TERMINATING and row.terminating_at is not None and (
+                    (row.provider, row.provider_id) not in listed
+                    or now - row.terminating_at < DESTROY_RETRY_AFTER_S):
+                until = row.terminating_at
             if until - row.accrued_until >= ACCRUE_EVERY_S:
                 charges.append((row, until, None))
         self.store.accrue_many(charges)

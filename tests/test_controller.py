@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import func, select
 
 from fleet.model import MachineState
 from fleet.store import tables as t
 from fleet.store.repo import Store
+from providers.base import DestroyFailure, InstanceStatus, TransientError
 from tests.tick_helpers import make_rig
 
 
@@ -522,3 +525,46 @@ def test_a_machine_closed_while_missing_is_reopened_when_listed_again(database_u
             .where(t.machines.c.provider_id == missed)).scalars().all()
     assert len(rows) == 1 and rows[0].state == "ready" and rows[0].terminated_at is None
     assert any("listed again" in r for r in reasons)
+
+
+def test_a_machine_whose_destroy_keeps_failing_is_still_charged(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_down_cooldown_s=0, scale_down_stabilization_s=0)
+    ctl = rig.controller()
+    rig.set(queue=4)
+    ctl.tick()
+    born = rig.clock.now
+
+    class RefusesDestroys(CrashingCloud):  # every destroy answered with a server error
+        def destroy(self, ids):
+            return [DestroyFailure(i, TransientError("500 from the API")) for i in ids]
+
+    ctl = rig.controller(providers={"simulated": RefusesDestroys(rig.cloud, "none", "never")})
+    rig.clock.advance(600)
+    rig.set(queue=0)
+    ctl.tick()  # scale down: the destroy fails, and keeps failing
+    for _ in range(4 * 60):  # an hour of retries
+        rig.clock.advance(15)
+        ctl.tick()
+    assert len(rig.cloud_ids()) == 1
+    lived = rig.clock.now - born
+    # charged to the last minute the provider still listed it (the ledger is written once a minute)
+    assert ctl.spend_month_to_date()["imagegen"] == pytest.approx(3.39 * lived / 3600, abs=3.39 / 60)
+
+
+def test_a_machine_adopted_on_its_way_out_has_its_destroy_retried(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    stray = rig.cloud.add_foreign_machine("demo", "imagegen")
+
+    class StuckStopping(CrashingCloud):  # the provider lists it as terminating (EC2 "stopping")
+        def list_instances(self, fleet):
+            return [replace(i, status=InstanceStatus.TERMINATING) if i.id == stray else i
+                    for i in self.inner.list_instances(fleet)]
+
+    ctl = rig.controller(providers={"simulated": StuckStopping(rig.cloud, "none", "never")})
+    ctl.tick()
+    (row,) = [m for m in ctl.store.unfinished_machines() if m.provider_id == stray]
+    assert row.state is MachineState.TERMINATING and row.terminating_at == rig.clock.now
+    for _ in range(4):
+        rig.clock.advance(15)
+        ctl.tick()
+    assert stray not in rig.cloud_ids()  # asked again once the provider had time: destroyed

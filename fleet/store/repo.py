@@ -117,6 +117,8 @@ class Store:
                 provider=provider, provider_id=provider_id, pool=pool, state=state.value, size=size,
                 region=region, price_hourly_usd=Decimal(str(price_hourly_usd)), token=token, spot=spot,
                 created_at=to_dt(created_at), ready_at=at if state is MachineState.READY else None,
+                # found on its way out: its destroy is retried from now (TERMINATING has a timeout)
+                terminating_at=at if state is MachineState.TERMINATING else None,
                 state_changed_at=at, accrued_until=to_dt(created_at), destroy_attempts=0,
             )).inserted_primary_key[0]
             conn.execute(insert(t.machine_events).values(machine_id=machine_id, at=at, from_state=None,
