@@ -139,6 +139,7 @@ def run(config: ConfigOpt, once: Annotated[bool, typer.Option("--once", help="Ru
     if once:
         try:
             result = controller.tick()
+            controller.release_lease()  # the next `--once` (or the service) acts at once
         except SQLAlchemyError as exc:
             err.print(f"error: the tick could not run: database: {str(exc).splitlines()[0]}", markup=False)
             raise typer.Exit(2) from None

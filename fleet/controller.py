@@ -119,9 +119,10 @@ class Controller:
         self._unmanaged_pools: set[str] = set()
         # (provider, machine id) -> when a listing first missed a machine we still hold open
         self._missing_since: dict[tuple[str, str], float] = {}
-        # Replicas must differ (hostnames do, in most deployments); a restart on the same host
-        # takes its lease back at once instead of waiting for it to expire.
-        self.holder = holder or os.environ.get("FLEET_REPLICA_ID") or socket.gethostname()
+        # One holder per process: two processes on one host (a service and a `fleet run --once`)
+        # must not both act.  A clean stop gives the lease back (`release_lease`), so a restart
+        # acts at once; after a crash it waits for the lease to expire.
+        self.holder = holder or os.environ.get("FLEET_REPLICA_ID") or f"{socket.gethostname()}:{os.getpid()}"
 
     # ------------------------------------------------------------ the tick
 
@@ -139,6 +140,12 @@ class Controller:
             fleet = self.fleet_view(obs, now)
             history = self.store.history({p.name: self._lookback(p) for p in self.config.pools}, now)
             plan = decide(self.config, fleet, obs.signals, history, now)
+            if not dry_run and not self.store.try_lease("controller", self.holder,
+                                                         self.config.fleet.lease_seconds, self.clock()):
+                # the tick outlasted the lease and another replica took it: it acts now, not us
+                dry_run = True
+                log.warning(kv(event="lease_lost", holder=self.holder, reason="the tick outlasted the lease; "
+                               "another replica took it: not acting"))
             result = TickResult(plan=plan, dry_run=dry_run)
             if not dry_run:
                 self.retry_destroys(obs, now, result)
@@ -523,6 +530,10 @@ class Controller:
             if until - row.accrued_until >= ACCRUE_EVERY_S:
                 charges.append((row, until, None))
         self.store.accrue_many(charges)
+
+    def release_lease(self) -> None:
+        """Give the lease back on a clean stop, so the next process acts at once."""
+        self.store.release_lease("controller", self.holder)
 
     def spend_month_to_date(self, now: float | None = None) -> dict[str, float]:
         spent = self.store.spend_since(month_start(self.clock() if now is None else now))

@@ -86,6 +86,10 @@ class Service:
         finally:
             log.info("stopping: waiting for the tick in progress")
             self.scheduler.shutdown(wait=True)
+            try:
+                self.controller.release_lease()
+            except Exception:  # a database gone at shutdown: the lease simply expires
+                log.exception("could not release the lease")
             if server is not None:
                 server.shutdown()
             log.info("stopped after %d tick(s)", self.ticks)

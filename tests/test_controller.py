@@ -568,3 +568,32 @@ def test_a_machine_adopted_on_its_way_out_has_its_destroy_retried(database_url, 
         rig.clock.advance(15)
         ctl.tick()
     assert stray not in rig.cloud_ids()  # asked again once the provider had time: destroyed
+
+
+def test_a_tick_that_outlasts_its_lease_does_not_act(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    standby = rig.controller(holder="replica-b")
+    lease = rig.config.fleet.lease_seconds
+
+    class SlowListing(CrashingCloud):  # the listing takes longer than the lease (429 waits, say)
+        def list_instances(self, fleet):
+            rig.clock.advance(lease + 1)
+            assert standby.store.try_lease("controller", "replica-b", lease, rig.clock.now)  # taken over
+            return self.inner.list_instances(fleet)
+
+    leader = rig.controller(holder="replica-a", providers={"simulated": SlowListing(rig.cloud, "none", "never")})
+    rig.set(queue=12)
+    result = leader.tick()
+    assert result.dry_run and rig.cloud_ids() == set()  # planned, and left the acting to replica-b
+    assert not standby.tick().dry_run and len(rig.cloud_ids()) == 3
+
+
+def test_a_clean_stop_hands_the_lease_over_at_once(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    first, second = rig.controller(holder="replica-a"), rig.controller(holder="replica-b")
+    rig.set(queue=4)
+    assert not first.tick().dry_run
+    assert second.tick().dry_run
+    first.release_lease()
+    assert not second.tick().dry_run  # no lease_seconds of standby after a clean stop
+

@@ -42,3 +42,5 @@ def test_a_stop_signal_caught_by_another_thread_still_stops_the_service(tmp_path
     assert not rescued.is_set(), "SIGTERM caught on another thread did not stop the service"
     assert service.stop_event.is_set()
     assert not service.scheduler.running
+    # a clean stop gives the lease back: another process acts at once, not a lease later
+    assert service.controller.store.try_lease("controller", "next-process", 60.0, rig.clock.now)

@@ -291,6 +291,10 @@ class Store:
         except IntegrityError:
             return False  # someone else holds it and it has not expired
 
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(t.leases).where(and_(t.leases.c.name == name, t.leases.c.holder == holder)))
+
     # ------------------------------------------------------------ spend
 
     def accrue(self, machine: MachineRow, until: float, min_seconds: float | None = None) -> None:
