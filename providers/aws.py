@@ -419,6 +419,10 @@ class AwsProvider:
             except ProviderError as err:
                 code = _error_code(err)
                 if code not in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
+                    if len(pending) > 1 and not isinstance(err, (AuthError, RateLimited, TransientError)):
+                        # one instance EC2 refuses (termination protection, OperationNotPermitted)
+                        # fails the whole call: ask for each, so the others stop billing
+                        return self._terminate_each(pending)
                     return [DestroyFailure(i, err) for i in pending]
                 # EC2 names the unknown ids in the message: drop them and try the rest
                 named = set(re.split(r"[\s'\",:]+", _error_message(err)))

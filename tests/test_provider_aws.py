@@ -393,6 +393,16 @@ def test_destroy_reports_a_refusal_for_every_id(harness: AwsHarness) -> None:
     assert set(harness.live()) == set(made)
 
 
+def test_one_protected_instance_does_not_keep_the_others_alive(harness: AwsHarness) -> None:
+    made = [i.id for i in harness.provider.create(spec(harness, count=3)).instances]
+    # termination protection, set by a launch template or by hand: EC2 refuses the whole call
+    harness.ec2.modify_instance_attribute(InstanceId=made[0], DisableApiTermination={"Value": True})
+    failures = harness.provider.destroy(made)
+    assert [f.id for f in failures] == [made[0]]
+    assert "OperationNotPermitted" in str(failures[0].error)
+    assert set(harness.live()) == {made[0]}
+
+
 # ---------------------------------------------------------------- quota headroom
 
 
