@@ -67,6 +67,7 @@ T = TypeVar("T")
 PER_PAGE = 200  # the API's maximum
 COUNT_REUSE_S = 5.0  # an account-wide count is reused this long (one tick)
 MAX_PAGES = 1000  # a guard against a `next` link that never ends
+LISTING_READS = 3  # a listing that changed while paged is read again, at most this often in all
 BATCH = 10  # at most 10 `names` per create
 MAX_USER_DATA = 64 * 1024
 SIZES_TTL_S = 300.0
@@ -293,7 +294,7 @@ class DigitalOceanProvider:
         if self._sizes is not None and now - self._sizes_at < SIZES_TTL_S:
             return self._sizes
         try:
-            sizes = self._all_pages("listing droplet sizes", "sizes", self._client.sizes.list)
+            sizes = self._all_pages("listing droplet sizes", "sizes", self._client.sizes.list, ident="slug")
         except (TransientError, RateLimited):
             if self._sizes is not None:
                 return self._sizes  # stale prices beat none
@@ -323,8 +324,23 @@ class DigitalOceanProvider:
                             lambda: self._client.droplets.list(per_page=1, type=kind))
         return int(answer["meta"]["total"])
 
-    def _all_pages(self, what: str, key: str, call: Callable[..., Any], **kw: Any) -> list[dict[str, Any]]:
+    def _all_pages(self, what: str, key: str, call: Callable[..., Any], ident: str = "id",
+                   **kw: Any) -> list[dict[str, Any]]:
+        """Every page of a listing.  Pages are offsets: a Droplet destroyed between two page
+        reads shifts the rest up by one, and a live one is skipped.  `meta.total` changing
+        between pages, or fewer distinct `ident`s than it says, shows that: the listing is read again."""
+        for _ in range(LISTING_READS):
+            out, totals = self._pages_once(what, key, call, **kw)
+            distinct = len({item.get(ident) for item in out if isinstance(item, dict)})
+            if not totals or (len(set(totals)) == 1 and distinct >= totals[0]):
+                return out
+        raise TransientError(f"{what}: the listing changed while it was read, {LISTING_READS} times "
+                             f"(meta.total {totals}); refusing a partial view")
+
+    def _pages_once(self, what: str, key: str, call: Callable[..., Any],
+                    **kw: Any) -> tuple[list[dict[str, Any]], list[int]]:
         out: list[dict[str, Any]] = []
+        totals: list[int] = []  # meta.total of each page, where the answer has it
         page = 1
         for _ in range(MAX_PAGES):
             answer = self._read(f"{what} (page {page})",
@@ -332,9 +348,12 @@ class DigitalOceanProvider:
             if not isinstance(answer, dict) or not isinstance(answer.get(key), list):
                 raise TransientError(f"{what} (page {page}): the answer has no {key!r} list")
             out.extend(answer[key])
+            total = (answer.get("meta") or {}).get("total")
+            if isinstance(total, int):
+                totals.append(total)
             next_url = ((answer.get("links") or {}).get("pages") or {}).get("next")
             if not next_url:
-                return out
+                return out, totals
             page = _page_of(next_url, page + 1)
         raise TransientError(f"{what}: more than {MAX_PAGES} pages; refusing a partial view")
 

@@ -141,6 +141,38 @@ def test_listing_follows_every_page(fake: FakeDigitalOcean, clock: FakeClock) ->
     assert {r.param("per_page") for r in fake.calls("GET", DROPLETS)} == {"200"}
 
 
+def test_a_droplet_gone_between_two_pages_hides_no_other(fake: FakeDigitalOcean, clock: FakeClock) -> None:
+    fake.max_per_page = 3  # stands in for 200 a page on an account with more than 200 GPU Droplets
+    ids = [fake.add_droplet(f"w-{i}", H100, "tor1", ["fleet:f", "pool:p"]) for i in range(7)]
+    gets = []
+
+    def destroy_after_the_first_page(method: str, path: str) -> None:
+        if method == "GET" and path == DROPLETS:
+            gets.append(path)
+            if len(gets) == 2:  # a destroy asked for last tick completes between pages 1 and 2
+                del fake.droplets[ids[0]]
+
+    fake.chaos = destroy_after_the_first_page
+    listed = {int(i.id) for i in make(fake, clock).list_instances("f")}
+    assert listed == set(ids[1:])  # the pages shifted by one: read again, nothing skipped
+    totals = [r.response["meta"]["total"] for r in fake.calls("GET", DROPLETS) if r.param("type") == "gpus"]
+    assert totals == [7, 6, 6, 6]  # page 2 said 6, not 7: read again (2 pages for the 6 left)
+
+
+def test_a_listing_that_never_holds_still_is_an_error(fake: FakeDigitalOcean, clock: FakeClock) -> None:
+    fake.max_per_page = 2
+    for i in range(5):
+        fake.add_droplet(f"w-{i}", H100, "tor1", ["fleet:f"])
+
+    def launch_one_a_page(method: str, path: str) -> None:  # another team's busy autoscaler
+        if method == "GET" and path == DROPLETS:
+            fake.add_droplet(f"other-{len(fake.droplets)}", H100, "tor1", ["fleet:g"])
+
+    fake.chaos = launch_one_a_page
+    with pytest.raises(TransientError, match="changed while it was read, 3 times"):
+        make(fake, clock).list_instances("f")
+
+
 def test_gpu_droplets_come_from_type_gpus_and_cpu_ones_from_the_tag(fake: FakeDigitalOcean, clock: FakeClock) -> None:
     gpu = fake.add_droplet("g-1", H100, "tor1", ["fleet:f", "pool:p"])
     cpu = fake.add_droplet("c-1", "s-1vcpu-1gb", "nyc1", ["fleet:f", "pool:cpu"], image="ubuntu-24-04-x64")
