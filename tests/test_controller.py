@@ -597,3 +597,23 @@ def test_a_clean_stop_hands_the_lease_over_at_once(database_url, tmp_path):
     first.release_lease()
     assert not second.tick().dry_run  # no lease_seconds of standby after a clean stop
 
+
+
+def test_a_create_retried_after_a_crash_starts_the_cooldown_again(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=300, max_hourly_usd=100.0, budget=100.0)
+    rig.set(queue=12)
+    ctl = rig.controller()
+    real = rig.cloud.create
+    rig.cloud.create = lambda spec: (_ for _ in ()).throw(Crash("killed before the create reached the API"))
+    with pytest.raises(Crash):
+        ctl.tick()
+    rig.cloud.create = real
+    rig.clock.advance(285)  # the restart took a few minutes
+    ctl = rig.controller()
+    ctl.tick()  # the lost create is retried under its token: 3 machines
+    assert len(rig.cloud_ids()) == 3
+    rig.set(queue=40)
+    rig.clock.advance(15)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert len(rig.cloud_ids()) == 3, "a scale-up 15 s after the last one, with a 300 s cooldown"
+    assert any(r.code == "cooldown" for r in plan.reasons)

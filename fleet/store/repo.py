@@ -247,7 +247,10 @@ class Store:
             for pool, lookback in pools.items():
                 last: dict[str, float | None] = {}
                 for kind in ("create", "destroy"):
-                    row = conn.execute(select(func.max(t.actions.c.created_at)).where(and_(
+                    # when the scale event happened: a create retried after a crash counts from
+                    # the retry (finished_at), not from the intent that was lost
+                    happened = func.coalesce(t.actions.c.finished_at, t.actions.c.created_at)
+                    row = conn.execute(select(func.max(happened)).where(and_(
                         t.actions.c.pool == pool, t.actions.c.kind == kind,
                         t.actions.c.status.in_(("done", "partial", "adopted", "pending")),
                     ))).scalar()
