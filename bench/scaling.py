@@ -7,7 +7,9 @@ Each trace is scaled (fleet.sim.trace.scale_trace: k copies of each arrival, see
 (LLM traces, throughput model t0 0.05 s + input/8000 + output/60 tok/s) or 60 s with 1 slot per
 GPU (openb, from the day its traffic starts: see `active_window`).  The pool reads a
 `queue_wait` signal (the longest wait of the work started in the last tick; `--no-queue-wait`
-drops it), which the fleet policy uses to leave out queued work that clears within the budget.  The whole trace is replayed
+drops it), which the fleet policy uses to leave out queued work that clears within the budget.
+`--blind` hides each machine's work from the fleet policy, as `fleet run` (pool-level signals
+only) sees its machines; busy machines it releases still finish their work before they go.  The whole trace is replayed
 (the policy learns its history in the first part); only the requests after the `--split`
 quantile of arrivals are judged, and cost is machine time inside that part (pro rata, the
 same for the oracle).  `--tune` instead replays the first part alone and judges its second half.  The policy's constants were tuned on the first
@@ -75,7 +77,7 @@ def active_window(trace: Trace, quantile: float = 0.01) -> Trace:
 
 
 def prepare(name: str, traces: Path, split: float, boot: float = 180.0, queue_wait: bool = True,
-            seed: int = 1) -> Scenario:
+            seed: int = 1, machine_work: bool = True) -> Scenario:
     file, slots, budget, tick = TRACES[name]
     cfg = config(slots, budget, tick, boot, queue_wait)
     pool = cfg.pools[0]
@@ -93,7 +95,8 @@ def prepare(name: str, traces: Path, split: float, boot: float = 180.0, queue_wa
     trace = best
     scn = scenario(cfg, pool, trace, seed=seed)
     # judge the requests after the split (by count: arrivals are not uniform in time)
-    return Scenario(**{**scn.__dict__, "judge_from_s": float(np.quantile(trace.arrival_s, split))})
+    return Scenario(**{**scn.__dict__, "judge_from_s": float(np.quantile(trace.arrival_s, split)),
+                       "machine_work": machine_work})
 
 
 def main() -> int:
@@ -107,11 +110,14 @@ def main() -> int:
     parser.add_argument("--tune", action="store_true", help="judge the first part instead (for tuning)")
     parser.add_argument("--no-queue-wait", dest="queue_wait", action="store_false",
                         help="the fleet pool without its queue_wait signal (queue depth and utilization only)")
+    parser.add_argument("--blind", dest="machine_work", action="store_false",
+                        help="the fleet policy without each machine's work, as `fleet run` sees its machines "
+                             "(busy machines chosen for removal still finish their work)")
     args = parser.parse_args()
     all_ok = True
     for name in args.only or TRACES:
         started = time.perf_counter()
-        scn = prepare(name, args.traces, args.split, args.boot, args.queue_wait, args.seed)
+        scn = prepare(name, args.traces, args.split, args.boot, args.queue_wait, args.seed, args.machine_work)
         if args.tune:
             scn = tune_part(scn)
         results, bound = run_all(scn, POLICIES)

@@ -15,9 +15,11 @@ import fleet.policy
 import fleet.sim.policies
 from fleet.config import load_config
 from fleet.sim.command import simulate
+from fleet.sim.engine import Engine, EngineSettings
+from fleet.sim.policies import FleetController
 from fleet.sim.report import KEYS, report
 from fleet.sim.run import pick_pool, run_all, scenario
-from fleet.sim.trace import load_trace
+from fleet.sim.trace import from_arrays, load_trace
 
 DATA = Path(__file__).resolve().parents[1] / "fleet" / "sim" / "data"
 SHIPPED = DATA / "azure_llm2023_code.csv"
@@ -217,3 +219,16 @@ def test_judge_from_in_the_table(tmp_path: Path) -> None:
     # the median of 212 arrivals (every 10 s from 0, then 12 at 3000 s): between 1050 s and 1060 s
     assert "judged from 1055s (--judge-from" in result.stdout
     assert "SLO counted on requests arriving after the first" not in result.stdout
+
+
+@pytest.mark.parametrize("machine_work", [True, False])
+def test_the_fleet_policy_sees_each_machines_work_only_when_asked(tmp_path: Path, machine_work: bool) -> None:
+    # `fleet run` has pool-level signals only; `machine_work=False` replays what it sees
+    cfg = load_config(write_config(tmp_path))
+    pool = pick_pool(cfg, None)
+    scn = scenario(cfg, pool, from_arrays([0.0], [100.0]))
+    engine = Engine(scn.trace, EngineSettings(**{**scn.settings.__dict__, "initial_ready": 2}))
+    engine.advance(1.0)  # the one request runs on one of the two machines
+    controller = FleetController(cfg, pool, scn.price, scn.quota, scn.tick_s, machine_work=machine_work)
+    work = sorted(m.work_left for m in controller._view(engine).machines)
+    assert work == ([0.0, 1.0] if machine_work else [0.0, 0.0])

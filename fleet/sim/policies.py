@@ -119,6 +119,8 @@ class FleetController:
     quota: int | None
     tick_s: float
     name: str = "fleet"
+    # each machine's work in the view (`fleet run` has pool-level signals only: False is what it sees)
+    machine_work: bool = True
     _demand: deque[tuple[float, float]] = field(default_factory=deque)
     _recs: deque[tuple[float, int]] = field(default_factory=deque)
     _last_up: float | None = None
@@ -135,6 +137,8 @@ class FleetController:
         or its work changed (a 23-day replay builds the view 130,000 times)."""
         cache = self._machines
         now, ready_at, draining, busy = engine.now, engine.ready_at, engine.draining, engine.busy
+        if not self.machine_work:
+            busy = [0] * len(busy)
         out = []
         for m in engine.alive:
             state = "draining" if draining[m] else ("booting" if ready_at[m] > now else "ready")

@@ -35,6 +35,7 @@ class Scenario:
     seed: int = 0
     initial: int = 0  # machines ready at t = 0 for every dynamic policy (see `warm_start`)
     judge_from_s: float = 0.0  # benchmarks: judge only requests arriving from here (tuned before)
+    machine_work: bool = True  # the fleet policy sees each machine's work (False: as `fleet run` does)
 
     @property
     def settings(self) -> EngineSettings:
@@ -125,7 +126,8 @@ def slo_attainment(scn: Scenario, result: RunResult) -> float:
 
 def run_policy(scn: Scenario, name: str, progress: Callable[[float], None] | None = None) -> RunResult:
     if name == "fleet":
-        controller = FleetController(scn.config, scn.pool, scn.price, scn.quota, scn.tick_s)
+        controller = FleetController(scn.config, scn.pool, scn.price, scn.quota, scn.tick_s,
+                                     machine_work=scn.machine_work)
         return run(scn.trace, scn.settings, controller, progress, scn.limits.violations)
     if name == "reactive":
         controller = ReactiveController(scn.limits, float(scn.pool.slots_per_machine), scn.tick_s)
