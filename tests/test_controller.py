@@ -471,21 +471,23 @@ class ForgetfulListing(CrashingCloud):
         return [i for i in self.inner.list_instances(fleet) if i.id not in self.hidden]
 
 
-def forgetful(rig):
+def forgetful_with_an_hour_old_pool(database_url, tmp_path):
+    """Three machines an hour old, behind a listing the test can make forget some."""
+    rig = make_rig(database_url, tmp_path)
     cloud = ForgetfulListing(rig.cloud, "none", "never")
     cloud.hidden = set()
-    return cloud, rig.controller(providers={"simulated": cloud})
-
-
-def test_a_machine_one_listing_misses_is_not_replaced_or_closed(database_url, tmp_path):
-    rig = make_rig(database_url, tmp_path)
-    cloud, ctl = forgetful(rig)
+    ctl = rig.controller(providers={"simulated": cloud})
     rig.set(queue=12)
     ctl.tick()
     rig.clock.advance(3600)
     ctl.tick()
+    assert len(rig.cloud_ids()) == 3
+    return rig, cloud, ctl
+
+
+def test_a_machine_one_listing_misses_is_not_replaced_or_closed(database_url, tmp_path):
+    rig, cloud, ctl = forgetful_with_an_hour_old_pool(database_url, tmp_path)
     machines = rig.cloud_ids()
-    assert len(machines) == 3
     cloud.hidden = {sorted(machines)[0]}
     for _ in range(3):  # 45 s of listings without it: shorter than the grace
         rig.clock.advance(15)
@@ -498,12 +500,7 @@ def test_a_machine_one_listing_misses_is_not_replaced_or_closed(database_url, tm
 
 
 def test_a_machine_closed_while_missing_is_reopened_when_listed_again(database_url, tmp_path):
-    rig = make_rig(database_url, tmp_path)
-    cloud, ctl = forgetful(rig)
-    rig.set(queue=12)
-    ctl.tick()
-    rig.clock.advance(3600)
-    ctl.tick()
+    rig, cloud, ctl = forgetful_with_an_hour_old_pool(database_url, tmp_path)
     machines = rig.cloud_ids()
     missed = sorted(machines)[0]
     cloud.hidden = {missed}
