@@ -452,8 +452,10 @@ class Controller:
                     f"{wait - (now - last_failure):.0f}s")
                 return "backoff"
         token = self.store.reopen_lost_create(pool.name, action.count, now - TOKEN_REUSE_S, now)
+        resume = None
         if token is not None:
             action_id = self.store.action_id(token)
+            resume = self.store.last_attempt(action_id)
         else:
             token = f"{pool.name[:20]}-{secrets.token_hex(5)}"
             action_id = self.store.begin_action(token=token, pool=pool.name, provider=pool.provider,
@@ -461,8 +463,9 @@ class Controller:
                                                 region=action.region)
         notes = result.notes.setdefault(pool.name, [])
         try:
-            launched = provider.create(LaunchSpec(target=launch_target(self.config, pool), count=action.count,
-                                                  token=token))
+            launched = provider.create(LaunchSpec(
+                target=launch_target(self.config, pool), count=action.count, token=token, resume=resume,
+                on_attempt=lambda candidate: self.store.note_attempt(action_id, candidate)))
         except ProviderError as exc:
             self._provider_error(pool.provider, exc)
             self.store.finish_action(action_id, "failed", self.clock(), f"{exc.kind}: {exc}")

@@ -330,6 +330,20 @@ class AwsProvider:
         notes: list[str] = []
         last_error: ProviderError | None = None
         only_quota = False
+        resumed = _candidate_of(spec.resume, markets, target.sizes, subnets)
+        if resumed is not None:
+            # The lost call under this token went there last: EC2 dedupes on its ClientToken and
+            # answers with what it made; another candidate first would launch a second set.
+            market, size, subnet = resumed
+            where = f"{size} {market} in {subnet or 'the default subnet'}"
+            try:
+                made = self._launch(spec, base, market, size, subnet)
+                if made:
+                    return LaunchResult(instances=tuple(made), size=size, region=made[0].region,
+                                        notes=(f"{where}: retried where the lost call went",))
+            except (CapacityError, QuotaExceeded) as err:
+                self._misses.remember((market, size, subnet))
+                notes.append(f"{where}: retried where the lost call went: {_error_code(err)}")
         for market in markets:
             if market != markets[0]:
                 notes.append("spot: no capacity or quota in any candidate, falling back to on-demand")
@@ -386,6 +400,8 @@ class AwsProvider:
             params["SubnetId"] = subnet
         if market == "spot":
             params["InstanceMarketOptions"] = SPOT_OPTIONS
+        if spec.on_attempt is not None:
+            spec.on_attempt(candidate_key(market, size, subnet))
         doing = f"launching {spec.count} × {size} ({market}) in {subnet or 'the default subnet'}"
         resp = self._call(doing, lambda: self.ec2.run_instances(**params), launch=True)
         sent = {t["Key"]: t["Value"] for t in tags}
@@ -539,6 +555,21 @@ class AwsProvider:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def candidate_key(market: str, size: str, subnet: str | None) -> str:
+    """A launch candidate as `LaunchSpec.resume` names it."""
+    return f"{market}|{size}|{subnet or ''}"
+
+
+def _candidate_of(key: str | None, markets: Sequence[str], sizes: Sequence[str],
+                  subnets: Sequence[str | None]) -> tuple[str, str, str | None] | None:
+    """The candidate `key` names, if it is still one of this pool's."""
+    if not key or key.count("|") != 2:
+        return None
+    market, size, subnet = key.split("|")
+    found = (market, size, subnet or None)
+    return found if market in markets and size in sizes and found[2] in subnets else None
 
 
 def client_token(token: str, market: str, size: str, subnet: str | None) -> str:

@@ -84,6 +84,13 @@ class LaunchSpec:
     target: PoolTarget
     count: int
     token: str  # deterministic per action: EC2 ClientToken, Droplet name prefix
+    # A retry of a create whose answer was lost: the candidate (an adapter's opaque key) the
+    # lost call was last sent to.  It is tried first, so an idempotent provider (EC2's
+    # ClientToken) answers with what that call made instead of another candidate launching anew.
+    # Adapters without such idempotency (DigitalOcean) ignore both fields.
+    resume: str | None = None
+    # Called with a candidate's key just before the call that may launch there (to be recorded)
+    on_attempt: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.count < 1:

@@ -281,6 +281,29 @@ def test_a_crash_unseen_by_the_next_listing_retries_under_the_same_token(rig: Ri
     assert set(rig.live()) == made and db_ids(restarted) == made  # recorded, not launched twice
 
 
+def test_a_retry_after_a_crash_goes_where_the_lost_call_went(rig: Rig) -> None:
+    """The lost call found no capacity in subnet A and launched in B.  The restarted process
+    has no memory of A's miss and A has capacity again: a retry that tried A first would launch
+    a second set under another ClientToken.  It goes to B first, recorded before the call."""
+    provider = rig.provider()
+    faults = Ec2Faults(provider.ec2, dedupe=True)
+    faults.no_capacity("g6e.xlarge", subnet=rig.subnets[0])
+    faults.rules[-1].times = 1  # A lacks capacity for the first call only
+    with pytest.raises(Crash):
+        rig.controller(CrashAfterCreate(provider)).tick()
+    made = set(rig.live())
+    assert len(made) == 3
+    restarted_provider = rig.provider()  # a new process: no capacity misses remembered
+    retry_faults = Ec2Faults(restarted_provider.ec2, dedupe=True, hide_listings=1)  # the listing lags
+    retry_faults.launched = faults.launched  # EC2 keeps the ClientTokens it launched under
+    restarted = rig.controller(restarted_provider)
+    rig.clock.advance(31)
+    restarted.tick()
+    (retry,) = retry_faults.calls("RunInstances")
+    assert retry["SubnetId"] == rig.subnets[1] and retry["ClientToken"] == faults.calls("RunInstances")[-1]["ClientToken"]
+    assert set(rig.live()) == made and db_ids(restarted) == made  # recorded, not launched twice
+
+
 # ---------------------------------------------------------------- chaos
 
 

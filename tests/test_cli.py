@@ -16,7 +16,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from fleet.store.db import make_engine, upgrade
+from fleet.store.db import SchemaOutOfDate, ensure_schema, make_engine, upgrade
+from fleet.store.repo import Store
 from fleet.store.tables import metadata
 from tests.servers import free_port
 
@@ -109,6 +110,19 @@ def test_migrations_match_the_tables(database_url):
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def test_a_database_at_the_first_revision_upgrades_and_keeps_its_rows(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine, "0001")
+    store = Store(engine)
+    action = store.begin_action(token="t-1", pool="p", provider="simulated", kind="create", count=2, now=1.0)
+    with pytest.raises(SchemaOutOfDate, match="fleet db upgrade"):
+        ensure_schema(engine)  # an old schema is never used as it is
+    upgrade(engine)
+    assert store.pending_actions()[0].token == "t-1"
+    store.note_attempt(action, "on-demand|g6e.xlarge|subnet-a")
+    assert store.last_attempt(action) == "on-demand|g6e.xlarge|subnet-a"
 
 
 def test_service_serves_metrics_and_stops_on_sigterm(demo):

@@ -214,6 +214,15 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(select(t.actions.c.id).where(t.actions.c.token == token)).scalar_one()
 
+    def note_attempt(self, action_id: int, attempt: str) -> None:
+        """The candidate a create is about to be sent to, committed before the call."""
+        with self.engine.begin() as conn:
+            conn.execute(update(t.actions).where(t.actions.c.id == action_id).values(attempt=attempt))
+
+    def last_attempt(self, action_id: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.actions.c.attempt).where(t.actions.c.id == action_id)).scalar_one()
+
     # ------------------------------------------------------------ decisions and history
 
     def record_decisions(self, rows: list[dict[str, Any]]) -> None:

@@ -78,6 +78,9 @@ actions = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("launched", Integer, nullable=False, default=0),
     Column("outcome", Text),
+    # create: the candidate the provider call was last sent to (opaque to fleet, from the
+    # adapter), written before the call: a retry after a crash goes there first
+    Column("attempt", String(200)),
 )
 Index("ix_actions_pool_kind", actions.c.pool, actions.c.kind, actions.c.created_at)
 Index("ix_actions_status", actions.c.status)
