@@ -269,8 +269,13 @@ class Controller:
             reason += f" (pool {inst.pool!r} is not in the config)"
         closed = self.store.closed_machine(provider_name, inst.id)
         if closed is not None:
-            # closed while a listing missed it, and listed again: the same machine, the same row
-            self.store.move(closed, state, now, "listed again after it was closed: a listing missed it")
+            # closed while a listing missed it, and listed again: the same machine, the same row;
+            # one we had asked to destroy stays on its way out (its destroy is asked again)
+            if closed.terminating_at is not None:
+                self.store.move(closed, MachineState.TERMINATING, now, "listed again after its destroy: "
+                                "asking again", terminating_at=to_dt(closed.terminating_at))
+            else:
+                self.store.move(closed, state, now, "listed again after it was closed: a listing missed it")
             log.warning(kv(event="machine_reappeared", pool=inst.pool, machine=inst.id))
             return
         created = inst.created_at.timestamp() if inst.created_at else now

@@ -614,3 +614,37 @@ def test_a_create_retried_after_a_crash_starts_the_cooldown_again(database_url, 
     plan = ctl.tick().plan.pool("imagegen")
     assert len(rig.cloud_ids()) == 3, "a scale-up 15 s after the last one, with a 300 s cooldown"
     assert any(r.code == "cooldown" for r in plan.reasons)
+
+
+def test_a_destroyed_machine_a_stale_listing_shows_again_stays_on_its_way_out(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_down_cooldown_s=0, scale_down_stabilization_s=0)
+    rig.set(queue=4)
+    rig.controller().tick()
+    (gone,) = rig.cloud.list_instances("demo")
+
+    class StaleListing(CrashingCloud):  # shows the destroyed machine once more, as it was
+        def list_instances(self, fleet):
+            listed = self.inner.list_instances(fleet)
+            if self.ghost:
+                self.ghost -= 1
+                listed.append(gone)
+            return listed
+
+    cloud = StaleListing(rig.cloud, "none", "never")
+    cloud.ghost = 0
+    ctl = rig.controller(providers={"simulated": cloud})
+    rig.set(queue=0)
+    rig.clock.advance(600)
+    ctl.tick()  # destroyed
+    rig.clock.advance(15)
+    ctl.tick()  # gone from the listing: closed
+    assert live_db_ids(ctl.store) == set() and rig.cloud_ids() == set()
+    cloud.ghost = 1
+    rig.clock.advance(15)
+    plan = ctl.tick().plan.pool("imagegen")
+    (row,) = ctl.store.unfinished_machines()
+    assert row.state is MachineState.TERMINATING and row.provider_id == gone.id
+    assert plan.ready == 0  # not counted as capacity
+    rig.clock.advance(15)
+    ctl.tick()
+    assert live_db_ids(ctl.store) == set()  # gone again: closed again
