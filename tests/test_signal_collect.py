@@ -67,3 +67,19 @@ def test_collector_deadline_bounds_a_source_that_cannot_bound_itself(monkeypatch
         release.set()
     assert stuck.value is None and "no answer within 0.3s" in stuck.error
     assert fine.value == 3
+
+
+def test_a_negative_or_percent_scale_reading_is_missing_not_a_number(tmp_path):
+    # an in-house endpoint's -1 for "unknown" would vote 0 machines; a 0-100 utilization read as a
+    # share votes ready x 85 / target: both are missing, with the reason
+    path = tmp_path / "signals.json"
+    path.write_text('{"queue": -1, "util": 85, "mem": 0.97}')
+    pool = _pool([
+        {"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "file", "path": str(path), "key": "queue"}},
+        {"kind": "gpu_utilization", "target": 0.7, "source": {"type": "file", "path": str(path), "key": "util"}},
+        {"kind": "memory_pressure", "target": 0.9, "source": {"type": "file", "path": str(path), "key": "mem"}},
+    ])
+    queue, util, mem = read_all([pool])["p"]
+    assert queue.missing and "negative value -1" in queue.error
+    assert util.missing and "above 1" in util.error and "/ 100" in util.error
+    assert mem.value == 0.97

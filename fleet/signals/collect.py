@@ -36,13 +36,32 @@ def _combine(first: SourceReading, second: SourceReading) -> SourceReading:
     return SourceReading(first.value + second.value, source, max(ages) if ages else None)
 
 
+# Kinds read as a share of capacity: a value above this is on another scale (DCGM's 0-100).
+_SHARE_KINDS = frozenset({"gpu_utilization", "memory_pressure"})
+_SHARE_MAX = 1.0 + 1e-6
+
+
+def implausible(kind: str, value: float) -> str | None:
+    """Why a reading cannot be what its kind says (it is then missing, never clamped to a
+    number the policy would act on), or None."""
+    if value < 0:
+        return f"negative value {value:g} is not a {kind}: read as missing, not as 0"
+    if kind in _SHARE_KINDS and value > _SHARE_MAX:
+        return (f"{kind} {value:g} is above 1: a share of capacity is 0-1 (a 0-100 metric such as "
+                f"DCGM_FI_DEV_GPU_UTIL needs / 100 in the query)")
+    return None
+
+
 def read_signal(index: int, signal: SignalConfig) -> SignalReading:
     reading = read_source(signal.source)
     extra = getattr(signal, "in_flight_source", None)
     if extra is not None:
         reading = _combine(reading, read_source(extra))
-    return SignalReading(name=signal_name(index, signal), kind=signal.kind, value=reading.value,
-                         source=reading.source, age_s=reading.age_s, error=reading.error)
+    value, error = reading.value, reading.error
+    if value is not None and (why := implausible(signal.kind, value)) is not None:
+        value, error = None, f"{reading.source}: {why}"
+    return SignalReading(name=signal_name(index, signal), kind=signal.kind, value=value,
+                         source=reading.source, age_s=reading.age_s, error=error)
 
 
 def _timeout(signal: SignalConfig) -> float:
