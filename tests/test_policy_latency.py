@@ -304,3 +304,21 @@ def test_a_steady_stream_keeps_a_steady_fleet_in_replay() -> None:
     result = run_policy(scn, "fleet")
     assert slo_attainment(scn, result) >= 0.999
     assert sum(1 for created in result.created if created >= 1800) <= 6
+
+
+def test_an_idle_pool_whose_queue_wait_is_missing_still_scales_down() -> None:
+    # vLLM's and Triton's queue-wait presets read as missing when no request started lately: that
+    # is an idle pool, not a blind one; a missing queue_depth still holds the pool
+    cfg = make_config(latency_budget_s=5, slots_per_machine=8, boot_seconds=BOOT, max=100, signals=[
+        {"kind": "queue_depth", "source": {"type": "static", "value": 0}},
+        {"kind": "queue_wait", "source": {"type": "static", "value": 0}}])
+    idle = steady(0.0, seconds=7200.0)
+    no_wait = SignalReading("w", "queue_wait", None, "test", error="no request started in the window")
+
+    def plan(queue: float | None):
+        queue_reading = SignalReading("q", "queue_depth", queue, "test", error=None if queue is not None else "down")
+        return decide(cfg, Fleet(pools={"p": view(ready=8)}), {"p": (queue_reading, no_wait)},
+                      History(pools={"p": idle}), NOW).pool("p")
+
+    assert plan(0.0).desired < 8
+    assert plan(None).desired == 8

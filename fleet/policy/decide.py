@@ -120,7 +120,10 @@ def decide_pool(
         recommendation, desired = decision.desired, decision.desired
         reasons.extend(decision.reasons)
         demand_sample = decision.demand_sample
-        down_allowed = not any(r.missing for r in readings)
+        # A missing queue_wait is no reason to hold: the presets read it as missing when no
+        # request started lately (an idle pool), and without it the policy counts all queued
+        # work as late, the side that buys.
+        down_allowed = not any(r.missing and r.kind != "queue_wait" for r in readings)
         if not down_allowed and desired < current:
             desired = current
             reasons.append(Reason("missing_signal", "a signal is missing: not scaling down"))
