@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -49,7 +50,7 @@ def _config(path: Path) -> Config:
         return load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[red]error[/red] {problem}", highlight=False, markup=True)
+            err.print(f"[red]error[/red] {escape(problem)}", highlight=False, markup=True)
         raise typer.Exit(1) from None
 
 

@@ -71,6 +71,16 @@ def test_check_names_key_path_and_file(demo):
     assert run.returncode == 1 and not (demo / "fleet.db").exists()
 
 
+def test_errors_are_printed_as_written_not_as_markup(demo):
+    cfg = demo / "config.example.toml"
+    cfg.write_text(cfg.read_text().replace("max_hourly_usd = 20.0", 'max_hourly_usd = 20.0\n"[/bold]" = 1'))
+    for command in ("check", "run"):
+        result = fleet(command, *(["--once"] if command == "run" else []), "--config", "config.example.toml",
+                       cwd=demo)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert 'pools[0].[/bold]: unknown key' in result.stderr
+
+
 def test_check_ok_and_invalid_toml(demo):
     assert fleet("check", "--config", "config.example.toml", cwd=demo).returncode == 0
     (demo / "broken.toml").write_text("[fleet]\nname = \n")
