@@ -83,3 +83,39 @@ def test_a_negative_or_percent_scale_reading_is_missing_not_a_number(tmp_path):
     assert queue.missing and "negative value -1" in queue.error
     assert util.missing and "above 1" in util.error and "/ 100" in util.error
     assert mem.value == 0.97
+
+
+def test_a_hung_source_holds_one_thread_and_starves_no_other_signal(monkeypatch):
+    # A broker that accepts the login and never answers again: each tick used to queue one more
+    # read behind the stuck one until the shared threads ran out and every signal read as missing.
+    import fleet.signals.collect as collect
+
+    release = threading.Event()
+    real = collect.read_source
+    calls = []
+
+    def hung(cfg):
+        if cfg.type == "static" and cfg.value == 99:
+            calls.append(cfg)
+            release.wait(30)
+        return real(cfg)
+
+    monkeypatch.setattr(collect, "read_source", hung)
+    monkeypatch.setattr(collect, "DEFAULT_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(collect, "GRACE_S", 0.05)
+    monkeypatch.setattr(collect, "_running", {}, raising=False)
+    stuck_pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 99}}])
+    healthy = parse_config({"fleet": {"name": "t"}, "providers": {"simulated": {}},
+                            "pools": [{"name": f"ok{i}", "provider": "simulated", "size": "x", "max": 3, "signals": [
+                                {"kind": "queue_depth", "target_per_machine": 4,
+                                 "source": {"type": "static", "value": i}}]} for i in range(40)]}).pools
+    try:
+        for tick in range(50):  # more ticks than the executor has threads
+            readings = read_all([stuck_pool, *healthy])
+            (stuck,) = readings["p"]
+            assert stuck.missing
+            assert [r.value for p in healthy for r in readings[p.name]] == list(range(40)), f"tick {tick}"
+        assert len(calls) == 1  # one read hangs; it is not started again while it does
+        assert "has not returned" in stuck.error
+    finally:
+        release.set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from fleet.config import PoolConfig, SignalConfig
@@ -19,7 +19,11 @@ from fleet.signals import SourceReading, read_source
 DEFAULT_TIMEOUT_S = 2.0  # static and file sources have no timeout of their own
 GRACE_S = 1.0
 
-_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fleet-signal")
+_executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fleet-signal")
+# The read of each (pool, signal) still running from an earlier tick.  A thread blocked in a
+# client library cannot be stopped; a new read of the same signal is not queued behind it, so
+# one hung source holds one thread, not a new one each tick until every signal starves.
+_running: dict[tuple[str, int], tuple[Future[SignalReading], float]] = {}
 
 
 def signal_name(index: int, signal: SignalConfig) -> str:
@@ -74,17 +78,32 @@ def read_pool_signals(pool: PoolConfig) -> tuple[SignalReading, ...]:
 
 
 def read_all(pools: Sequence[PoolConfig]) -> dict[str, tuple[SignalReading, ...]]:
-    jobs = [(pool.name, i, s, _executor.submit(read_signal, i, s)) for pool in pools
-            for i, s in enumerate(pool.signals)]
-    out: dict[str, list[SignalReading]] = {pool.name: [] for pool in pools}
     started = time.monotonic()
-    for pool_name, i, signal, future in jobs:
+    jobs = []
+    for pool in pools:
+        for i, signal in enumerate(pool.signals):
+            earlier = _running.get((pool.name, i))
+            if earlier is not None and not earlier[0].done():
+                jobs.append((pool.name, i, signal, None, started - earlier[1]))
+                continue
+            future = _executor.submit(read_signal, i, signal)
+            _running[pool.name, i] = (future, started)
+            jobs.append((pool.name, i, signal, future, 0.0))
+    out: dict[str, list[SignalReading]] = {pool.name: [] for pool in pools}
+    for pool_name, i, signal, future, stuck_s in jobs:
         budget = _timeout(signal) + GRACE_S
-        try:
-            reading = future.result(timeout=max(0.0, started + budget - time.monotonic()))
-        except FutureTimeout:
-            reading = SignalReading(name=signal_name(i, signal), kind=signal.kind, value=None,
-                                    source=signal.source.type,
-                                    error=f"no answer within {budget:g}s: the source did not respond")
+        if future is None:
+            reading = _no_answer(i, signal, f"the read started {stuck_s:.0f}s ago has not returned: the "
+                                            "source hangs (not read again until it does)")
+        else:
+            try:
+                reading = future.result(timeout=max(0.0, started + budget - time.monotonic()))
+            except FutureTimeout:
+                reading = _no_answer(i, signal, f"no answer within {budget:g}s: the source did not respond")
         out[pool_name].append(reading)
     return {name: tuple(readings) for name, readings in out.items()}
+
+
+def _no_answer(index: int, signal: SignalConfig, why: str) -> SignalReading:
+    return SignalReading(name=signal_name(index, signal), kind=signal.kind, value=None,
+                         source=signal.source.type, error=why)
