@@ -20,10 +20,10 @@ DEFAULT_TIMEOUT_S = 2.0  # static and file sources have no timeout of their own
 GRACE_S = 1.0
 
 _executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fleet-signal")
-# The read of each (pool, signal) still running from an earlier tick.  A thread blocked in a
+# The read of each (pool, index, signal config) still running from an earlier tick.  A thread blocked in a
 # client library cannot be stopped; a new read of the same signal is not queued behind it, so
 # one hung source holds one thread, not a new one each tick until every signal starves.
-_running: dict[tuple[str, int], tuple[Future[SignalReading], float]] = {}
+_running: dict[tuple[str, int, str], tuple[Future[SignalReading], float]] = {}
 
 
 def signal_name(index: int, signal: SignalConfig) -> str:
@@ -82,12 +82,13 @@ def read_all(pools: Sequence[PoolConfig]) -> dict[str, tuple[SignalReading, ...]
     jobs = []
     for pool in pools:
         for i, signal in enumerate(pool.signals):
-            earlier = _running.get((pool.name, i))
+            key = (pool.name, i, signal.model_dump_json())
+            earlier = _running.get(key)
             if earlier is not None and not earlier[0].done():
                 jobs.append((pool.name, i, signal, None, started - earlier[1]))
                 continue
             future = _executor.submit(read_signal, i, signal)
-            _running[pool.name, i] = (future, started)
+            _running[key] = (future, started)
             jobs.append((pool.name, i, signal, future, 0.0))
     out: dict[str, list[SignalReading]] = {pool.name: [] for pool in pools}
     for pool_name, i, signal, future, stuck_s in jobs:
