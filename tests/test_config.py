@@ -23,6 +23,16 @@ def _data(**pool):
      "c.toml: pools[0].signals[0].source"),
     ({"signals": [{"kind": "queue_wait", "source": {"type": "static", "value": 1}}]},
      "a `queue_wait` signal needs `latency_budget_s`"),
+    # a 0-1 utilization read as a queue of 0.95 items would scale a busy pool down
+    ({"signals": [{"kind": "queue_depth", "target_per_machine": 4,
+                   "source": {"type": "prometheus", "url": "http://p:9090", "preset": "dcgm_gpu_utilization"}}]},
+     "c.toml: pools[0].signals[0]: source: preset 'dcgm_gpu_utilization' does not read a queue_depth"),
+    ({"signals": [{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 1},
+                   "in_flight_source": {"type": "prometheus", "url": "http://p:9090", "preset": "vllm_queue_wait"}}]},
+     "in_flight_source: preset 'vllm_queue_wait' does not read a queue_depth"),
+    ({"signals": [{"kind": "gpu_utilization", "target": 0.7,
+                   "source": {"type": "prometheus", "url": "http://p:9090", "preset": "vllm_queue"}}]},
+     "presets for gpu_utilization: dcgm_gpu_utilization"),
 ])
 def test_errors_name_the_key_path(pool, expected):
     data = _data(**pool)
