@@ -258,6 +258,18 @@ class Controller:
                                              "TERMINATING state drives the retry")
 
     def _adopt(self, provider_name: str, inst: ProviderInstance, action: Any, now: float) -> None:
+        closed = self.store.closed_machine(provider_name, inst.id)
+        if closed is not None:
+            # closed while a listing missed it, and listed again: the same machine, the same row;
+            # one we had asked to destroy stays on its way out (its destroy is asked again)
+            if closed.terminating_at is not None:
+                self.store.move(closed, MachineState.TERMINATING, now, "listed again after its destroy: "
+                                "asking again", terminating_at=to_dt(closed.terminating_at))
+            else:
+                self.store.move(closed, _STATUS_TO_STATE[inst.status], now,
+                                "listed again after it was closed: a listing missed it")
+            log.warning(kv(event="machine_reappeared", pool=inst.pool, machine=inst.id))
+            return
         pool_cfg = self._pool_cfg(inst.pool)
         price = inst.price_hourly_usd
         if pool_cfg is not None:
@@ -267,17 +279,6 @@ class Controller:
                   else f"adopted: tagged fleet:{self.config.fleet.name} but unknown to the database")
         if pool_cfg is None:
             reason += f" (pool {inst.pool!r} is not in the config)"
-        closed = self.store.closed_machine(provider_name, inst.id)
-        if closed is not None:
-            # closed while a listing missed it, and listed again: the same machine, the same row;
-            # one we had asked to destroy stays on its way out (its destroy is asked again)
-            if closed.terminating_at is not None:
-                self.store.move(closed, MachineState.TERMINATING, now, "listed again after its destroy: "
-                                "asking again", terminating_at=to_dt(closed.terminating_at))
-            else:
-                self.store.move(closed, state, now, "listed again after it was closed: a listing missed it")
-            log.warning(kv(event="machine_reappeared", pool=inst.pool, machine=inst.id))
-            return
         created = inst.created_at.timestamp() if inst.created_at else now
         self.store.add_machine(provider=provider_name, provider_id=inst.id, pool=inst.pool, state=state,
                                size=inst.size, region=inst.region, price_hourly_usd=price or 0.0,

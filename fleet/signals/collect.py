@@ -20,9 +20,9 @@ DEFAULT_TIMEOUT_S = 2.0  # static and file sources have no timeout of their own
 GRACE_S = 1.0
 
 _executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fleet-signal")
-# The read of each (pool, index, signal config) still running from an earlier tick.  A thread blocked in a
-# client library cannot be stopped; a new read of the same signal is not queued behind it, so
-# one hung source holds one thread, not a new one each tick until every signal starves.
+# The read of each (pool, index, signal config) still running from an earlier tick.  A thread
+# blocked in a client library cannot be stopped; a new read of the same signal is not queued
+# behind it, so one hung source holds one thread, not a new one each tick until all starve.
 _running: dict[tuple[str, int, str], tuple[Future[SignalReading], float]] = {}
 
 

@@ -87,15 +87,17 @@ class RunResult:
     def machine_cost(self, i: int) -> float:
         return BILLING.cost(self.gone[i] - self.created[i], self.prices[i])
 
+    def _inside(self, start: float, end: float) -> list[float]:
+        """Each machine's time inside [start, end]."""
+        return [max(0.0, min(g, end) - max(c, start)) for c, g in zip(self.created, self.gone, strict=True)]
+
     def machine_seconds_between(self, start: float, end: float) -> float:
         """Machine time inside [start, end], summed over the machines."""
-        return sum(max(0.0, min(g, end) - max(c, start)) for c, g in zip(self.created, self.gone, strict=True))
+        return sum(self._inside(start, end))
 
     def cost_between(self, start: float, end: float) -> float:
         """Machine time inside [start, end] at its price (pro rata: for judging part of a trace)."""
-        inside = sum(max(0.0, min(g, end) - max(c, start)) * p
-                     for c, g, p in zip(self.created, self.gone, self.prices, strict=True))
-        return inside / 3600.0
+        return sum(s * p for s, p in zip(self._inside(start, end), self.prices, strict=True)) / 3600.0
 
     @property
     def cost_usd(self) -> float:

@@ -137,12 +137,11 @@ class FleetController:
         or its work changed (a 23-day replay builds the view 130,000 times)."""
         cache = self._machines
         now, ready_at, draining, busy = engine.now, engine.ready_at, engine.draining, engine.busy
-        if not self.machine_work:
-            busy = [0] * len(busy)
         out = []
         for m in engine.alive:
             state = "draining" if draining[m] else ("booting" if ready_at[m] > now else "ready")
-            key = (m, state, busy[m])
+            work = busy[m] if self.machine_work else 0
+            key = (m, state, work)
             machine = cache.get(key)
             if machine is None:
                 if len(cache) > 100_000:
@@ -150,7 +149,7 @@ class FleetController:
                 machine = Machine(id=str(m), pool=self.pool.name, state=_STATES[state], size=self.pool.size[0],
                                   region=self.pool.region[0] if self.pool.region else "sim1",
                                   price_hourly_usd=engine.prices[m], created_at=engine.created[m],
-                                  ready_at=ready_at[m], work_left=float(busy[m]))
+                                  ready_at=ready_at[m], work_left=float(work))
                 cache[key] = machine
             out.append(machine)
         return PoolView(name=self.pool.name, machines=tuple(out), headroom=engine.headroom(),
