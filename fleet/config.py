@@ -314,6 +314,47 @@ AWS_KEYS = ("subnets", "launch_template", "security_groups", "key_name", "capaci
             "iam_instance_profile")
 
 
+LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
+# preset → the label naming the machine in its series (see fleet/signals/machine_work.py)
+MACHINE_WORK_PRESETS: dict[str, str] = {"vllm": "instance", "dcgm": "Hostname"}
+
+
+class MachineWorkConfig(Strict):
+    """Work on each machine, from one Prometheus query giving one series per machine, so a
+    scale-down removes only idle machines (and the busy ones finish their work)."""
+
+    url: str
+    query: str | None = None
+    preset: Literal["vllm", "dcgm"] | None = None
+    selector: dict[str, str] = Field(default_factory=dict)  # label matchers for presets
+    label: str | None = None  # the label naming the machine; presets know theirs
+    match: Literal["private_ip", "public_ip", "name", "id"] = "private_ip"  # what the label holds
+    # a machine the query (answering for others) has shown no series for this long serves
+    # nothing (a crashed server's series go stale): it counts as idle
+    unread_idle_after_s: PositiveFloat = 900.0
+    token_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: PositiveFloat = 5.0
+
+    @model_validator(mode="after")
+    def _query_or_preset(self) -> MachineWorkConfig:
+        if (self.query is None) == (self.preset is None):
+            raise ValueError("give exactly one of `query` or `preset`")
+        if self.query is not None and self.selector:
+            raise ValueError("`selector` applies to presets only; put the label matchers in `query`")
+        if self.query is not None and self.label is None:
+            raise ValueError("`label` is required with `query`: the label whose value names the machine, "
+                             "e.g. \"instance\" for `sum by (instance) (...)`")
+        bad = [n for n in (*self.selector, self.label or "x") if not re.fullmatch(LABEL_NAME, n)]
+        if bad:
+            raise ValueError(f"label names must match {LABEL_NAME}: {', '.join(bad)}")
+        return self
+
+    @property
+    def machine_label(self) -> str:
+        return self.label or MACHINE_WORK_PRESETS[self.preset or ""]
+
+
 class PoolConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     provider: str
@@ -336,6 +377,7 @@ class PoolConfig(Strict):
     latency_budget_s: PositiveFloat | None = None
     slots_per_machine: int = Field(default=1, ge=1)
     signals: tuple[SignalConfig, ...] = ()
+    machine_work: MachineWorkConfig | None = None  # per-machine work: scale-down removes idle machines only
     simulation: SimulationSettings = SimulationSettings()
     # DigitalOcean
     image: str | None = None

@@ -11,13 +11,14 @@ provider mutation, no database write).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleet.cloud import build_providers, launch_price, launch_target, size_price
@@ -36,7 +37,8 @@ from fleet.model import (
 )
 from fleet.policy import decide
 from fleet.policy.latency import history_window_s
-from fleet.signals.collect import read_all
+from fleet.signals.collect import read_everything, read_pool_machine_work
+from fleet.signals.machine_work import MachineWorkReading
 from fleet.store.db import ensure_schema, make_engine
 from fleet.store.repo import MachineRow, Store, month_start, to_dt
 from providers.base import (
@@ -81,6 +83,7 @@ class Observation:
     listing_errors: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)  # provider → auth error message
     signals: dict[str, tuple[SignalReading, ...]] = field(default_factory=dict)
+    machine_work: dict[str, MachineWorkReading] = field(default_factory=dict)  # pools that read it
     headroom: dict[str, tuple[int | None, str]] = field(default_factory=dict)
     launch_price: dict[str, float | None] = field(default_factory=dict)
 
@@ -119,6 +122,9 @@ class Controller:
         self._unmanaged_pools: set[str] = set()
         # (provider, machine id) -> when a listing first missed a machine we still hold open
         self._missing_since: dict[tuple[str, str], float] = {}
+        # (provider, machine id) -> when its per-machine work was last read (or first looked for)
+        self._work_seen_at: dict[tuple[str, str], float] = {}
+        self._work_counts: dict[str, Counter[str]] = {}  # pool -> ready machines by reading, for metrics
         # One holder per process: two processes on one host (a service and a `fleet run --once`)
         # must not both act.  A clean stop gives the lease back (`release_lease`), so a restart
         # acts at once; after a crash it waits for the lease to expire.
@@ -186,7 +192,7 @@ class Controller:
             except ProviderError as exc:
                 obs.listing_errors[name] = f"listing {name} machines failed ({exc.kind}): {exc}"
                 self._provider_error(name, exc)
-        obs.signals = read_all(self.config.pools)
+        obs.signals, obs.machine_work = read_everything(self.config.pools)
         for pool in self.config.pools:
             provider = self.providers.get(pool.provider)
             if provider is None or pool.provider in obs.blocked:
@@ -304,6 +310,7 @@ class Controller:
     def fleet_view(self, obs: Observation, now: float) -> Fleet:
         rows = self.store.unfinished_machines()
         views: dict[str, PoolView] = {}
+        seen_at: dict[tuple[str, str], float] = {}  # the next _work_seen_at: machines gone drop out
         for pool in self.config.pools:
             listing = obs.listings.get(pool.provider)
             pool_rows = {r.provider_id: r for r in rows if r.provider == pool.provider and r.pool == pool.name}
@@ -320,20 +327,76 @@ class Controller:
                                   if r.provider_id not in seen and r.state is not MachineState.TERMINATING
                                   and (now - r.created_at < LISTING_GRACE_S
                                        or (pool.provider, r.provider_id) in self._missing_since))
+            work_note = None
+            if pool.machine_work is not None:
+                machines, work_note = self._with_work(pool, machines, listing or [], obs.machine_work.get(pool.name),
+                                                      now, seen_at)
             headroom, note = obs.headroom.get(pool.name, (None, ""))
             views[pool.name] = PoolView(
-                name=pool.name, machines=machines,
+                name=pool.name, machines=machines, machine_work=work_note,
                 listing_error=obs.listing_errors.get(pool.provider)
                 or (None if pool.provider in self.providers or pool.provider in obs.blocked
                     else f"provider {pool.provider} is not available"),
                 provider_blocked=obs.blocked.get(pool.provider),
                 headroom=headroom, headroom_note=note, launch_price_hourly_usd=obs.launch_price.get(pool.name),
             )
+        self._work_seen_at = seen_at
         # a pool removed, renamed, or moved to another provider leaves machines no view holds
         configured = {(p.provider, p.name) for p in self.config.pools}
         unmanaged = tuple(_machine_from_row(r) for r in rows if (r.provider, r.pool) not in configured)
         self._report_unmanaged(unmanaged)
         return Fleet(pools=views, unmanaged=unmanaged)
+
+    def _with_work(self, pool: PoolConfig, machines: tuple[Machine, ...], listing: list[ProviderInstance],
+                   reading: MachineWorkReading | None, now: float, seen_at: dict[tuple[str, str], float],
+                   ) -> tuple[tuple[Machine, ...], str]:
+        """Each ready machine's work from the pool's per-machine reading, and a summary."""
+        cfg = pool.machine_work
+        assert cfg is not None
+        keys = _machine_keys(cfg.match, listing)
+        out: list[Machine] = []
+        counts: Counter[str] = Counter()
+        for m in machines:
+            if m.state is not MachineState.READY:
+                out.append(m)
+                continue
+            work, kind = self._work_of(pool, m.id, keys.get(m.id, m.id if cfg.match == "id" else None),
+                                       reading, now, seen_at)
+            counts[kind] += 1
+            out.append(replace(m, work_left=work))
+        self._work_counts[pool.name] = counts
+        where = reading.source if reading is not None else "per-machine work"
+        if reading is None or reading.work is None:
+            why = reading.error if reading is not None else "not read"
+            return tuple(out), (f"{where}: missing ({why}); no ready machine is known to be idle, none is "
+                                f"removed")
+        parts = [f"{counts[k]} {k}" for k in ("busy", "idle", "unread", "silent") if counts[k]]
+        text = ", ".join(parts) or "no ready machine"
+        if counts["unread"]:
+            text += (f" (unread: no series matches its {cfg.match}; kept as busy until unread for "
+                     f"{cfg.unread_idle_after_s:g}s)")
+        if counts["silent"]:
+            text += f" (silent: unread for {cfg.unread_idle_after_s:g}s or more, counted idle)"
+        return tuple(out), f"{where}: {text}"
+
+    def _work_of(self, pool: PoolConfig, machine_id: str, key: str | None, reading: MachineWorkReading | None,
+                 now: float, seen_at: dict[tuple[str, str], float]) -> tuple[float, str]:
+        """(work, kind): the reading for the machine; inf ("unread") when none, or 0 ("silent")
+        once the query, answering for others, has shown none for it for unread_idle_after_s."""
+        cfg = pool.machine_work
+        assert cfg is not None
+        at = (pool.provider, machine_id)
+        if reading is None or reading.work is None:
+            seen_at[at] = now  # no evidence either way: the unread clock does not run
+            return math.inf, "unread"
+        if key is not None and key in reading.work:
+            seen_at[at] = now
+            work = reading.work[key]
+            return work, ("busy" if work > 0 else "idle")
+        since = seen_at[at] = self._work_seen_at.get(at, now)
+        if now - since >= cfg.unread_idle_after_s:
+            return 0.0, "silent"
+        return math.inf, "unread"
 
     def _report_unmanaged(self, unmanaged: tuple[Machine, ...]) -> None:
         """A gauge per unconfigured pool, and a warning whenever the set of such machines changes
@@ -399,13 +462,14 @@ class Controller:
             pool = self.config.pool(pool_plan.pool)
             for action in pool_plan.actions:
                 if isinstance(action, DestroyAction):
-                    self._destroy_planned(pool, action, now, result)
+                    self._destroy_planned(pool, action, obs, now, result)
                 elif isinstance(action, CreateAction):
                     if self._create(pool, action, now, result) == "auth":
                         blocked.add(pool.provider)
                         break
 
-    def _destroy_planned(self, pool: PoolConfig, action: DestroyAction, now: float, result: TickResult) -> None:
+    def _destroy_planned(self, pool: PoolConfig, action: DestroyAction, obs: Observation, now: float,
+                         result: TickResult) -> None:
         # Re-check just before destroying: still ours, still in this pool, not already on its way out.
         rows = {r.provider_id: r for r in self.store.unfinished_machines()
                 if r.provider == pool.provider and r.pool == pool.name}
@@ -416,6 +480,8 @@ class Controller:
         if skipped:
             result.notes.setdefault(pool.name, []).append(
                 f"not destroying {', '.join(sorted(skipped))}: changed since the plan")
+        if pool.machine_work is not None:
+            victims = self._still_idle(pool, victims, obs, now, result)
         if not victims:
             return
         token = f"{pool.name[:20]}-d{secrets.token_hex(5)}"
@@ -428,6 +494,33 @@ class Controller:
         self.store.finish_action(action_id, "done" if not failed else "partial", now,
                                  f"destroy requested for {len(victims) - failed}/{len(victims)}",
                                  launched=len(victims) - failed)
+
+    def _still_idle(self, pool: PoolConfig, victims: list[MachineRow], obs: Observation, now: float,
+                    result: TickResult) -> list[MachineRow]:
+        """Re-read the per-machine work just before destroying: a ready machine that took work
+        since the plan (or can no longer be read) is kept.  Machines not ready carry no work."""
+        if not any(v.state is MachineState.READY for v in victims):
+            return victims
+        cfg = pool.machine_work
+        assert cfg is not None
+        reading = read_pool_machine_work(pool)
+        keys = _machine_keys(cfg.match, obs.listings.get(pool.provider, []))
+        seen_at = dict(self._work_seen_at)
+        keep, kept = [], []
+        for v in victims:
+            if v.state is MachineState.READY:
+                key = keys.get(v.provider_id, v.provider_id if cfg.match == "id" else None)
+                work, kind = self._work_of(pool, v.provider_id, key, reading, now, seen_at)
+                if work > 0:
+                    kept.append(f"{v.provider_id} ({kind}{'' if math.isinf(work) else f' {work:g}'})")
+                    continue
+            keep.append(v)
+        if kept:
+            why = f": {reading.error}" if reading is not None and reading.error else ""
+            result.notes.setdefault(pool.name, []).append(
+                f"not destroying {', '.join(kept)}: not idle when re-checked just before the destroy{why}")
+            log.info(kv(event="destroy_skipped_busy", pool=pool.name, machines=len(kept)))
+        return keep
 
     def _destroy(self, provider_name: str, rows: list[MachineRow], now: float, result: TickResult,
                  why: str) -> int:
@@ -575,9 +668,19 @@ class Controller:
             m.machines.labels(p.pool, "booting").set(p.booting)
             for s in p.signals:
                 m.signal_missing.labels(p.pool, s.name).set(1 if s.missing else 0)
+            counts = self._work_counts.get(p.pool)
+            if counts is not None:
+                for reading in ("busy", "idle", "unread", "silent"):
+                    m.machine_work.labels(p.pool, reading).set(counts[reading])
         if not result.dry_run:
             for pool, amount in self.spend_month_to_date().items():
                 m.spend_mtd.labels(pool).set(amount)
+
+
+def _machine_keys(match: str, listing: list[ProviderInstance]) -> dict[str, str]:
+    """Machine id -> what its per-machine series are keyed by (`match`), where the listing says."""
+    field_of = {"private_ip": "private_ip", "public_ip": "public_ip", "name": "name", "id": "id"}[match]
+    return {inst.id: value for inst in listing if (value := getattr(inst, field_of))}
 
 
 def _machine_from_row(r: MachineRow) -> Machine:
@@ -586,8 +689,6 @@ def _machine_from_row(r: MachineRow) -> Machine:
 
 
 def _terminating(row: MachineRow, now: float) -> MachineRow:
-    from dataclasses import replace
-
     return replace(row, state=MachineState.TERMINATING, terminating_at=now)
 
 

@@ -28,5 +28,8 @@ class Metrics:
                                        ["provider", "kind"], registry=r)
         self.signal_missing = Gauge("fleet_signal_missing", "1 when a signal was missing last tick",
                                     ["pool", "signal"], registry=r)
+        self.machine_work = Gauge("fleet_pool_machine_work", "Pools with machine_work: ready machines by what "
+                                  "their per-machine reading said (busy, idle, unread, silent; all unread "
+                                  "when the query failed)", ["pool", "reading"], registry=r)
         self.last_success = Gauge("fleet_last_successful_tick_timestamp_seconds",
                                   "When the last tick completed", registry=r)

@@ -55,7 +55,7 @@ class Machine:
     price_hourly_usd: float
     created_at: float
     ready_at: float | None = None
-    work_left: float = 0.0  # items or seconds of work on it; scale-down removes the least busy
+    work_left: float = 0.0  # items or seconds of work on it (inf: unknown); scale-down removes the least busy
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,9 @@ class PoolView:
     headroom_note: str = ""
     launch_price_hourly_usd: float | None = None  # price of the next machine this pool would launch
     provider_blocked: str | None = None  # e.g. an auth error: do not act on this provider
+    # What the pool's per-machine work reading said (None: the pool has none).  With one, each
+    # ready machine's `work_left` is its reading (inf when unread) and only idle ones are removed.
+    machine_work: str | None = None
 
     @property
     def ready(self) -> int:

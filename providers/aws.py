@@ -312,7 +312,7 @@ class AwsProvider:
             region=raw.get("Placement", {}).get("AvailabilityZone", self.region), status=status,
             created_at=raw.get("LaunchTime"), token=tags.get(TOKEN_TAG), name=tags.get("Name", ""),
             spot=raw.get("InstanceLifecycle") == "spot", price_hourly_usd=self.price(instance_type),
-            tags=tags,
+            tags=tags, private_ip=raw.get("PrivateIpAddress") or None, public_ip=raw.get("PublicIpAddress") or None,
         )
 
     # ------------------------------------------------------------ create

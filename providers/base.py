@@ -64,6 +64,9 @@ class ProviderInstance:
     spot: bool = False
     price_hourly_usd: float | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Addresses, for matching per-machine metrics to machines (None until the cloud assigns one)
+    private_ip: str | None = None
+    public_ip: str | None = None
 
 
 @dataclass(frozen=True)

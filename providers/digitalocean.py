@@ -371,7 +371,7 @@ class DigitalOceanProvider:
                 created_at=datetime.fromisoformat(created) if created else None,
                 token=keyed.get(TOKEN_TAG), name=d.get("name", ""),
                 price_hourly_usd=float(size["price_hourly"]) if size.get("price_hourly") is not None else None,
-                tags=keyed,
+                tags=keyed, private_ip=_address(d, "private"), public_ip=_address(d, "public"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise TransientError(f"{what}: unreadable droplet {d.get('id')!r}: {err!r}") from err
@@ -503,3 +503,11 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _address(droplet: dict[str, Any], kind: str) -> str | None:
+    """The Droplet's first IPv4 address of this type ("public" or "private"); a new Droplet has none."""
+    for net in (droplet.get("networks") or {}).get("v4") or []:
+        if isinstance(net, dict) and net.get("type") == kind and net.get("ip_address"):
+            return str(net["ip_address"])
+    return None

@@ -230,4 +230,11 @@ class SimulatedCloud:
             status=InstanceStatus.READY if now >= m.ready_at else InstanceStatus.BOOTING,
             created_at=datetime.fromtimestamp(m.created_at, tz=UTC), token=m.tags.get(TOKEN_TAG),
             name=m.name, price_hourly_usd=self._prices.get(m.size), tags=dict(m.tags),
+            private_ip=private_ip(m.id) if now >= m.ready_at else None,
         )
+
+
+def private_ip(machine_id: str) -> str:
+    """The address a simulated machine gets once ready: 10.0.0.0/8, from its id."""
+    n = int(machine_id) if machine_id.isdigit() else sum(map(ord, machine_id))
+    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"

@@ -303,7 +303,9 @@ class FakeDigitalOcean:
             out["status"] = "active"
             last = droplet["id"] % 250
             out["networks"] = {"v4": [{"ip_address": f"192.0.2.{last}", "netmask": "255.255.255.0",
-                                       "gateway": "192.0.2.1", "type": "public"}], "v6": []}
+                                       "gateway": "192.0.2.1", "type": "public"},
+                                      {"ip_address": f"10.116.0.{last}", "netmask": "255.255.240.0",
+                                       "gateway": "<nil>", "type": "private"}], "v6": []}
         return out
 
     # ------------------------------------------------------------ rate limits

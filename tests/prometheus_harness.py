@@ -102,6 +102,7 @@ global:
 scrape_configs:
   - job_name: fleet-test
     metrics_path: /metrics
+    honor_labels: {honor_labels}
     static_configs:
       - targets: ["{target}"]
 """
@@ -110,7 +111,10 @@ scrape_configs:
 class PrometheusServer:
     """The real Prometheus, started on a free loopback port; `stop()` always reaps it."""
 
-    def __init__(self, binary: str, workdir: Path, target: str):
+    def __init__(self, binary: str, workdir: Path, target: str, honor_labels: bool = False):
+        """`honor_labels`: an exporter's own `instance` label is kept (per-machine series from one
+        test exporter), instead of Prometheus setting it to the scraped target."""
+        self.honor_labels = honor_labels
         self.binary = binary
         self.workdir = workdir
         self.target = target
@@ -121,7 +125,7 @@ class PrometheusServer:
 
     def start(self, ready_timeout_s: float = 30.0) -> None:
         config = self.workdir / "prometheus.yml"
-        config.write_text(CONFIG.format(target=self.target))
+        config.write_text(CONFIG.format(target=self.target, honor_labels=str(self.honor_labels).lower()))
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [

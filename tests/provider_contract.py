@@ -78,6 +78,16 @@ def test_contract_booting_machines_become_ready(harness: Harness) -> None:
     assert _listed(harness)[result.instances[0].id].status is InstanceStatus.READY
 
 
+def test_contract_ready_machines_have_distinct_private_addresses(harness: Harness) -> None:
+    # per-machine metrics (a Prometheus `instance` label) are matched to machines by address
+    result = harness.provider.create(LaunchSpec(target=harness.target(), count=2, token=_token()))
+    harness.settle()
+    listed = _listed(harness)
+    addresses = [listed[i.id].private_ip for i in result.instances]
+    assert all(addresses), addresses
+    assert len(set(addresses)) == 2
+
+
 def test_contract_other_fleets_are_never_listed(harness: Harness) -> None:
     foreign = harness.plant_foreign()
     ours = harness.provider.create(LaunchSpec(target=harness.target(), count=1, token=_token()))

@@ -4,7 +4,8 @@ Per pool, in this order, each step recording a Reason when it changes the number
 
   signals → recommendation (the highest of the signals; a missing signal forbids
   scale-down) → tolerance → scale-down stabilization → cooldowns → step limit →
-  min/max → quota headroom → budget caps (global, then per pool).
+  min/max → quota headroom → budget caps (global, then per pool) → victims (a pool that
+  reads per-machine work removes only machines that read idle).
 
 A pool with `latency_budget_s` takes its recommendation from fleet/policy/latency.py,
 which owns its own hysteresis, so tolerance, stabilization, cooldowns and the step
@@ -147,11 +148,25 @@ def decide_pool(
         actions.append(CreateAction(pool=pool.name, count=desired - current, size=pool.size[0],
                                     region=pool.region[0] if pool.region else "", price_hourly_usd=price))
         budget.burn += (desired - current) * price
-    victims = stuck + choose_victims(live, current - desired, keep_booting=pool.latency_budget_s is not None)
+    chosen = choose_victims(live, current - desired, keep_booting=pool.latency_budget_s is not None)
+    if view.machine_work is not None:
+        reasons.append(Reason("machine_work", view.machine_work))
+        busy = [m for m in chosen if m.state is MachineState.READY and m.work_left > 0]
+        if busy:
+            # work running on a machine is never cut off: it is removed once it reads idle
+            chosen = tuple(m for m in chosen if m not in busy)
+            desired += len(busy)
+            reasons.append(Reason("busy", f"keeping {len(busy)} busy machine(s) until they read idle: "
+                                          + ", ".join(f"{m.id} ({_work(m.work_left)})" for m in busy)))
+    victims = stuck + chosen
     if victims:
         actions.append(DestroyAction(pool=pool.name, machine_ids=tuple(m.id for m in victims)))
     return PoolPlan(recommendation=recommendation, desired=desired, actions=tuple(actions),
                     reasons=tuple(reasons), demand_sample=demand_sample, **base)
+
+
+def _work(work_left: float) -> str:
+    return "unread" if math.isinf(work_left) else f"work {work_left:g}"
 
 
 # ---------------------------------------------------------------- the steps

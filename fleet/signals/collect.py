@@ -11,19 +11,23 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 from fleet.config import PoolConfig, SignalConfig
 from fleet.model import SignalReading
 from fleet.signals import SourceReading, read_source
+from fleet.signals.machine_work import MachineWorkReading
+from fleet.signals.machine_work import describe as describe_machine_work
+from fleet.signals.machine_work import read as read_machine_work
 
 DEFAULT_TIMEOUT_S = 2.0  # static and file sources have no timeout of their own
 GRACE_S = 1.0
 
 _executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fleet-signal")
-# The read of each (pool, index, signal config) still running from an earlier tick.  A thread
+# The read of each (pool, index (-1: per-machine work), config) still running from an earlier tick.  A thread
 # blocked in a client library cannot be stopped; a new read of the same signal is not queued
 # behind it, so one hung source holds one thread, not a new one each tick until all starve.
-_running: dict[tuple[str, int, str], tuple[Future[SignalReading], float]] = {}
+_running: dict[tuple[str, int, str], tuple[Future[Any], float]] = {}
 
 
 def signal_name(index: int, signal: SignalConfig) -> str:
@@ -78,31 +82,67 @@ def read_pool_signals(pool: PoolConfig) -> tuple[SignalReading, ...]:
 
 
 def read_all(pools: Sequence[PoolConfig]) -> dict[str, tuple[SignalReading, ...]]:
+    return read_everything(pools)[0]
+
+
+def _submit(key: tuple[str, int, str], started: float, fn: Any, *args: Any) -> tuple[Future[Any] | None, float]:
+    """Start a read, unless the same read from an earlier tick is still running: then (None,
+    how long it has been running)."""
+    earlier = _running.get(key)
+    if earlier is not None and not earlier[0].done():
+        return None, started - earlier[1]
+    future = _executor.submit(fn, *args)
+    _running[key] = (future, started)
+    return future, 0.0
+
+
+def read_everything(pools: Sequence[PoolConfig]
+                    ) -> tuple[dict[str, tuple[SignalReading, ...]], dict[str, MachineWorkReading]]:
+    """Every pool's signals and, for pools that have one, its per-machine work, read at once."""
     started = time.monotonic()
     jobs = []
     for pool in pools:
         for i, signal in enumerate(pool.signals):
-            key = (pool.name, i, signal.model_dump_json())
-            earlier = _running.get(key)
-            if earlier is not None and not earlier[0].done():
-                jobs.append((pool.name, i, signal, None, started - earlier[1]))
-                continue
-            future = _executor.submit(read_signal, i, signal)
-            _running[key] = (future, started)
-            jobs.append((pool.name, i, signal, future, 0.0))
+            future, stuck_s = _submit((pool.name, i, signal.model_dump_json()), started, read_signal, i, signal)
+            jobs.append((pool.name, i, signal, future, stuck_s))
+    work_jobs = []
+    for pool in pools:
+        if pool.machine_work is not None:
+            cfg = pool.machine_work
+            future, stuck_s = _submit((pool.name, -1, cfg.model_dump_json()), started, read_machine_work, cfg)
+            work_jobs.append((pool.name, cfg, future, stuck_s))
     out: dict[str, list[SignalReading]] = {pool.name: [] for pool in pools}
     for pool_name, i, signal, future, stuck_s in jobs:
         budget = _timeout(signal) + GRACE_S
         if future is None:
-            reading = _no_answer(i, signal, f"the read started {stuck_s:.0f}s ago has not returned: the "
-                                            "source hangs (not read again until it does)")
+            reading = _no_answer(i, signal, _hangs(stuck_s))
         else:
             try:
                 reading = future.result(timeout=max(0.0, started + budget - time.monotonic()))
             except FutureTimeout:
                 reading = _no_answer(i, signal, f"no answer within {budget:g}s: the source did not respond")
         out[pool_name].append(reading)
-    return {name: tuple(readings) for name, readings in out.items()}
+    work: dict[str, MachineWorkReading] = {}
+    for pool_name, cfg, future, stuck_s in work_jobs:
+        budget = cfg.timeout_s + GRACE_S
+        if future is None:
+            work[pool_name] = MachineWorkReading(None, describe_machine_work(cfg), _hangs(stuck_s))
+            continue
+        try:
+            work[pool_name] = future.result(timeout=max(0.0, started + budget - time.monotonic()))
+        except FutureTimeout:
+            work[pool_name] = MachineWorkReading(None, describe_machine_work(cfg), f"no answer within "
+                                                 f"{budget:g}s: the source did not respond")
+    return {name: tuple(readings) for name, readings in out.items()}, work
+
+
+def read_pool_machine_work(pool: PoolConfig) -> MachineWorkReading | None:
+    """The pool's per-machine work now (the re-check before a destroy); None without one."""
+    return read_everything([pool.model_copy(update={"signals": ()})])[1].get(pool.name)
+
+
+def _hangs(stuck_s: float) -> str:
+    return f"the read started {stuck_s:.0f}s ago has not returned: the source hangs (not read again until it does)"
 
 
 def _no_answer(index: int, signal: SignalConfig, why: str) -> SignalReading:

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from fleet.config import PrometheusSource
+from fleet.config import MachineWorkConfig, PrometheusSource
 from fleet.signals.base import SourceReading
 from fleet.signals.http_json import bearer_headers, http_failure, public_url, redact
 
@@ -110,11 +110,12 @@ def describe(cfg: PrometheusSource) -> str:
     return f"prometheus {what} @ {public_url(cfg.url)}"
 
 
-class _Failed(Exception):
-    """A reason the reading is missing (kept inside this module)."""
+class QueryFailed(Exception):
+    """A reason the reading is missing (this module and machine_work.py)."""
 
 
-def _instant(client: httpx.Client, cfg: PrometheusSource, query: str, budget_s: float) -> tuple[str, Any]:
+def instant_query(client: httpx.Client, cfg: PrometheusSource | MachineWorkConfig, query: str,
+                  budget_s: float) -> tuple[str, Any]:
     """Run one instant query within `budget_s`; (resultType, result)."""
     url = cfg.url.rstrip("/") + "/api/v1/query"
     where = f"querying {public_url(cfg.url)}"
@@ -123,45 +124,45 @@ def _instant(client: httpx.Client, cfg: PrometheusSource, query: str, budget_s: 
     try:
         response = client.get(url, params=params, timeout=budget_s)
     except httpx.HTTPError as exc:
-        raise _Failed(http_failure(exc, where, cfg.timeout_s)) from exc
+        raise QueryFailed(http_failure(exc, where, cfg.timeout_s)) from exc
     try:
         body = response.json()
     except ValueError:
         body = None
     if response.status_code in (401, 403):
-        raise _Failed(f"{where}: HTTP {response.status_code} (check token_env / headers)")
+        raise QueryFailed(f"{where}: HTTP {response.status_code} (check token_env / headers)")
     if not isinstance(body, dict):
-        raise _Failed(f"{where}: HTTP {response.status_code} without a Prometheus JSON body")
+        raise QueryFailed(f"{where}: HTTP {response.status_code} without a Prometheus JSON body")
     if body.get("status") != "success" or response.status_code != 200:
         kind = body.get("errorType", "error")
-        raise _Failed(f"{where}: HTTP {response.status_code} {kind}: {body.get('error', 'no message')}")
+        raise QueryFailed(f"{where}: HTTP {response.status_code} {kind}: {body.get('error', 'no message')}")
     data = body.get("data")
     if not isinstance(data, dict):
-        raise _Failed(f"{where}: response has no `data` object")
+        raise QueryFailed(f"{where}: response has no `data` object")
     return str(data.get("resultType")), data.get("result")
 
 
 def _one_sample(result_type: str, result: Any) -> float:
-    """The number a result reduces to, or _Failed with why not."""
+    """The number a result reduces to, or QueryFailed with why not."""
     if result_type == "scalar":
         raw = result[1] if isinstance(result, list) and len(result) == 2 else None
     elif result_type == "vector":
         if not isinstance(result, list) or not result:
-            raise _Failed("query returned no data (empty result); a missing metric is not zero")
+            raise QueryFailed("query returned no data (empty result); a missing metric is not zero")
         if len(result) > 1:
-            raise _Failed(f"query returned {len(result)} series; aggregate it, e.g. sum(...)")
+            raise QueryFailed(f"query returned {len(result)} series; aggregate it, e.g. sum(...)")
         value = result[0].get("value") if isinstance(result[0], dict) else None
         raw = value[1] if isinstance(value, list) and len(value) == 2 else None
     else:
-        raise _Failed(f"query returned a {result_type}; it must give an instant vector or a scalar")
+        raise QueryFailed(f"query returned a {result_type}; it must give an instant vector or a scalar")
     try:
         number = float(raw)  # Prometheus sends values as strings ("NaN", "+Inf" included)
     except (TypeError, ValueError):
-        raise _Failed(f"unparsable sample value {raw!r}") from None
+        raise QueryFailed(f"unparsable sample value {raw!r}") from None
     if math.isnan(number):
-        raise _Failed("query returned NaN (e.g. 0/0 or no GPUs reporting)")
+        raise QueryFailed("query returned NaN (e.g. 0/0 or no GPUs reporting)")
     if math.isinf(number):
-        raise _Failed(f"query returned {raw}")
+        raise QueryFailed(f"query returned {raw}")
     return number
 
 
@@ -175,12 +176,12 @@ def read(cfg: PrometheusSource, now: Callable[[], float] = time.time) -> SourceR
     deadline = time.monotonic() + cfg.timeout_s
     try:
         with httpx.Client(headers=headers, follow_redirects=False) as client:
-            value = _one_sample(*_instant(client, cfg, value_query, cfg.timeout_s))
+            value = _one_sample(*instant_query(client, cfg, value_query, cfg.timeout_s))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _Failed(f"timed out after {cfg.timeout_s:g}s before the sample age was read")
+                raise QueryFailed(f"timed out after {cfg.timeout_s:g}s before the sample age was read")
             age_s = _age(client, cfg, age_query, remaining, now)
-    except _Failed as exc:
+    except QueryFailed as exc:
         return SourceReading.missing(where, redact(str(exc), token))
     if age_s is not None and age_s > cfg.max_age_s:
         return SourceReading.missing(where, f"stale: the oldest input sample is {age_s:.0f}s old "
@@ -191,10 +192,10 @@ def read(cfg: PrometheusSource, now: Callable[[], float] = time.time) -> SourceR
 def _age(client: httpx.Client, cfg: PrometheusSource, query: str, budget_s: float,
          now: Callable[[], float]) -> float | None:
     try:
-        stamp = _one_sample(*_instant(client, cfg, query, budget_s))
-    except _Failed as exc:
+        stamp = _one_sample(*instant_query(client, cfg, query, budget_s))
+    except QueryFailed as exc:
         # A scalar custom query has no timestamp(): its age is unknown, not a failure.
         if cfg.query is not None and "bad_data" in str(exc):
             return None
-        raise _Failed(f"reading the sample age: {exc}") from None
+        raise QueryFailed(f"reading the sample age: {exc}") from None
     return max(0.0, now() - stamp)

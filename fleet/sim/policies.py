@@ -119,7 +119,8 @@ class FleetController:
     quota: int | None
     tick_s: float
     name: str = "fleet"
-    # each machine's work in the view (`fleet run` has pool-level signals only: False is what it sees)
+    # each machine's work in the view, as `fleet run` sees it with a pool's `machine_work` (False:
+    # as it sees a pool without one)
     machine_work: bool = True
     _demand: deque[tuple[float, float]] = field(default_factory=deque)
     _recs: deque[tuple[float, int]] = field(default_factory=deque)
@@ -153,7 +154,8 @@ class FleetController:
                 cache[key] = machine
             out.append(machine)
         return PoolView(name=self.pool.name, machines=tuple(out), headroom=engine.headroom(),
-                        launch_price_hourly_usd=self.price)
+                        launch_price_hourly_usd=self.price,
+                        machine_work="simulated per-machine work" if self.machine_work else None)
 
     def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
         view = self._view(engine)

@@ -1,0 +1,306 @@
+"""Per-machine work (`[pools.machine_work]`): the query read against a real Prometheus, the
+scale-down rule in `decide`, and the controller keeping busy machines until they read idle."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from fleet.config import ConfigError, MachineWorkConfig, parse_config
+from fleet.model import Fleet, History, Machine, MachineState, PoolView
+from fleet.policy import decide
+from fleet.signals.machine_work import build_query, machine_key
+from fleet.signals.machine_work import read as read_work
+from providers.simulated import private_ip
+from tests.prometheus_harness import Exporter, PrometheusServer, sample
+from tests.servers import free_port, need_binary
+from tests.tick_helpers import make_rig
+
+# ---------------------------------------------------------------- label values → machines
+
+
+@pytest.mark.parametrize(("label", "match", "key"), [
+    ("10.0.0.5:8000", "private_ip", "10.0.0.5"),
+    ("10.0.0.5", "private_ip", "10.0.0.5"),
+    ("[fd00::5]:8000", "private_ip", "fd00::5"),
+    ("fd00::5", "private_ip", "fd00::5"),  # a bare IPv6 address keeps its colons
+    ("ip-10-0-0-5.ec2.internal", "private_ip", "10.0.0.5"),  # DCGM's Hostname on EC2
+    ("ip-10-0-0-5", "private_ip", "10.0.0.5"),
+    ("ip-10-0-0-5", "name", "ip-10-0-0-5"),  # only an address match reads the EC2 scheme
+    ("gen-a1b2:9400", "name", "gen-a1b2"),
+    ("i-0abc", "id", "i-0abc"),
+])
+def test_a_label_value_names_a_machine_by_its_match(label, match, key):
+    assert machine_key(label, match) == key
+
+
+def test_config_errors_name_the_key_path():
+    base = {"fleet": {"name": "f"}, "providers": {"simulated": {}},
+            "pools": [{"name": "p", "provider": "simulated", "size": "s", "max": 2}]}
+
+    def problems(work):
+        data = {**base, "pools": [{**base["pools"][0], "machine_work": work}]}
+        with pytest.raises(ConfigError) as err:
+            parse_config(data)
+        return str(err.value)
+
+    assert "pools[0].machine_work: `label` is required with `query`" in problems(
+        {"url": "http://p", "query": "sum by (instance) (up)"})
+    assert "exactly one of `query` or `preset`" in problems({"url": "http://p"})
+    assert "pools[0].machine_work.match" in problems({"url": "http://p", "preset": "vllm", "match": "mac"})
+    assert "label names must match" in problems({"url": "http://p", "query": "x", "label": "bad-name"})
+    cfg = MachineWorkConfig(url="http://p", preset="dcgm", selector={"gpu": "0"})
+    assert cfg.machine_label == "Hostname"
+    assert build_query(cfg) == 'max by (Hostname) (DCGM_FI_DEV_GPU_UTIL{gpu="0"}) / 100'
+
+
+# ---------------------------------------------------------------- decide: only idle machines go
+
+
+def _pool_config(**pool):
+    return parse_config({
+        "fleet": {"name": "f"}, "providers": {"simulated": {}},
+        "pools": [{"name": "p", "provider": "simulated", "size": "gpu-h100x1-80gb", "max": 10,
+                   "scale_down_cooldown_s": 0, "scale_down_stabilization_s": 0, "tolerance": 0,
+                   "signals": [{"kind": "queue_depth", "target_per_machine": 1,
+                                "source": {"type": "static", "value": 1}}], **pool}],
+    })
+
+
+def _ready(i: int, work: float) -> Machine:
+    return Machine(id=f"m{i}", pool="p", state=MachineState.READY, size="gpu-h100x1-80gb", region="",
+                   price_hourly_usd=3.0, created_at=0.0, ready_at=100.0, work_left=work)
+
+
+@pytest.mark.parametrize("machine_work", [None, "per-machine work read"])
+def test_a_scale_down_removes_only_machines_that_read_idle(machine_work):
+    config = _pool_config()
+    machines = (_ready(1, 2.0), _ready(2, 0.0), _ready(3, math.inf))  # busy, idle, unread
+    view = PoolView(name="p", machines=machines, machine_work=machine_work)
+    readings = {"p": (_reading(1.0),)}
+    plan = decide(config, Fleet({"p": view}), readings, History(), 10_000.0).pool("p")
+    (destroy,) = plan.actions
+    if machine_work is None:  # blind: the least busy go, work and all
+        assert set(destroy.machine_ids) == {"m2", "m1"} and plan.desired == 1
+    else:
+        assert destroy.machine_ids == ("m2",) and plan.desired == 2
+        busy = [r.message for r in plan.reasons if r.code == "busy"]
+        assert busy == ["keeping 1 busy machine(s) until they read idle: m1 (work 2)"]
+
+
+def _reading(value: float):
+    from fleet.model import SignalReading
+
+    return SignalReading(name="q", kind="queue_depth", value=value, source="static")
+
+
+# ---------------------------------------------------------------- the query, against Prometheus
+
+EXPORTED = [
+    # two vLLM servers on 10.0.0.5 add up; 10.0.0.6 is idle
+    sample("vllm:num_requests_waiting", {"instance": "10.0.0.5:8000", "model_name": "m"}, 2),
+    sample("vllm:num_requests_running", {"instance": "10.0.0.5:8000", "model_name": "m"}, 3),
+    sample("vllm:num_requests_waiting", {"instance": "10.0.0.5:8001", "model_name": "m"}, 0),
+    sample("vllm:num_requests_running", {"instance": "10.0.0.5:8001", "model_name": "m"}, 1),
+    sample("vllm:num_requests_waiting", {"instance": "10.0.0.6:8000", "model_name": "m"}, 0),
+    sample("vllm:num_requests_running", {"instance": "10.0.0.6:8000", "model_name": "m"}, 0),
+    sample("vllm:num_requests_waiting", {"instance": "10.0.0.9:8000", "model_name": "other"}, 7),
+    sample("vllm:num_requests_running", {"instance": "10.0.0.9:8000", "model_name": "other"}, 0),
+    # dcgm-exporter on an EC2 host: the busiest GPU counts
+    sample("DCGM_FI_DEV_GPU_UTIL", {"Hostname": "ip-10-0-0-8.ec2.internal", "gpu": "0"}, 30),
+    sample("DCGM_FI_DEV_GPU_UTIL", {"Hostname": "ip-10-0-0-8.ec2.internal", "gpu": "1"}, 90),
+    sample("fleet_test_work", {"host": "10.0.0.5:1", "shard": "0"}, "NaN"),
+    sample("fleet_test_work", {"host": "10.0.0.6:1", "shard": "0"}, 4),
+]
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory):
+    binary = need_binary("prometheus", "Prometheus tests (apt-get install -y prometheus)")
+    with Exporter(EXPORTED) as exporter:
+        server = PrometheusServer(binary, tmp_path_factory.mktemp("prometheus"), exporter.target,
+                                  honor_labels=True)
+        server.start()
+        try:
+            server.wait_for("fleet_test_work")
+            yield server, exporter
+        finally:
+            server.stop()
+
+
+@pytest.mark.prometheus
+def test_the_vllm_preset_reads_each_machines_queued_and_running_requests(prom):
+    server, _ = prom
+    reading = read_work(MachineWorkConfig(url=server.url, preset="vllm", selector={"model_name": "m"}))
+    assert reading.error is None
+    assert dict(reading.work) == {"10.0.0.5": 6.0, "10.0.0.6": 0.0}
+
+
+@pytest.mark.prometheus
+def test_the_dcgm_preset_matches_an_ec2_hostname_to_its_address(prom):
+    server, _ = prom
+    by_ip = read_work(MachineWorkConfig(url=server.url, preset="dcgm"))
+    assert dict(by_ip.work) == {"10.0.0.8": 0.9}
+    by_name = read_work(MachineWorkConfig(url=server.url, preset="dcgm", match="name"))
+    assert dict(by_name.work) == {"ip-10-0-0-8.ec2.internal": 0.9}
+
+
+@pytest.mark.prometheus
+def test_a_nan_sample_is_no_reading_for_its_machine_only(prom):
+    server, _ = prom
+    reading = read_work(MachineWorkConfig(url=server.url, query="fleet_test_work", label="host"))
+    assert dict(reading.work) == {"10.0.0.6": 4.0}
+    assert reading.unreadable == ("10.0.0.5",)
+
+
+@pytest.mark.prometheus
+@pytest.mark.parametrize(("work", "why"), [
+    (dict(preset="vllm", selector={"model_name": "nope"}), "no data"),
+    (dict(query="sum(vllm:num_requests_running)", label="instance"), "no series carries the label 'instance'"),
+    (dict(query="vector(1)[5m]", label="instance"), "parse error"),
+    (dict(query="scalar(sum(vllm:num_requests_running))", label="instance"), "one series per machine"),
+])
+def test_a_query_that_names_no_machine_is_missing_for_every_machine(prom, work, why):
+    server, _ = prom
+    reading = read_work(MachineWorkConfig(url=server.url, **work))
+    assert reading.missing and why in reading.error
+
+
+def test_a_server_that_is_down_is_missing():
+    reading = read_work(MachineWorkConfig(url=f"http://127.0.0.1:{free_port()}", preset="vllm", timeout_s=1))
+    assert reading.missing and "127.0.0.1" in reading.error
+
+
+# ---------------------------------------------------------------- the controller, end to end
+
+
+def _vllm(ip: str, running: int) -> list[str]:
+    labels = {"instance": f"{ip}:8000", "model_name": "gen"}
+    return [sample("vllm:num_requests_waiting", labels, 0), sample("vllm:num_requests_running", labels, running)]
+
+
+class Serving:
+    """The exporter the machines' vLLM servers would be: each machine's running requests."""
+
+    def __init__(self, server: PrometheusServer, exporter: Exporter):
+        self.server, self.exporter = server, exporter
+        self.version = 0
+
+    def set(self, work: dict[str, int]) -> None:
+        """Serve `work` (machine id → running requests) and wait until Prometheus has it."""
+        self.version += 1
+        self.exporter.lines = [sample("fleet_test_version", {}, self.version)]
+        for machine_id, running in work.items():
+            self.exporter.lines += _vllm(private_ip(machine_id), running)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            got = self.server.query("fleet_test_version")["data"]["result"]
+            if got and float(got[0]["value"][1]) == self.version:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"Prometheus did not scrape version {self.version}: {self.server.log()}")
+
+
+@pytest.fixture
+def serving(tmp_path):
+    binary = need_binary("prometheus", "Prometheus tests (apt-get install -y prometheus)")
+    with Exporter([sample("fleet_test_version", {}, 0)]) as exporter:
+        server = PrometheusServer(binary, tmp_path / "prometheus", exporter.target, honor_labels=True)
+        (tmp_path / "prometheus").mkdir()
+        server.start()
+        try:
+            yield Serving(server, exporter)
+        finally:
+            server.stop()
+
+
+def _rig(tmp_path, url: str, **work):
+    return make_rig(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path, scale_down_cooldown_s=0,
+                    scale_down_stabilization_s=0, tolerance=0, budget=None, max_hourly_usd=None,
+                    machine_work={"url": url, "preset": "vllm", "selector": {"model_name": "gen"},
+                                  "timeout_s": 2, **work})
+
+
+def _up(rig, ctl, queue: int) -> list[str]:
+    rig.set(queue=queue)
+    ctl.tick()
+    rig.clock.advance(200)  # booted
+    ctl.tick()
+    return sorted(rig.cloud_ids(), key=int)
+
+
+@pytest.mark.prometheus
+def test_a_scale_down_keeps_busy_machines_until_they_read_idle(serving, tmp_path):
+    rig = _rig(tmp_path, serving.server.url)
+    ctl = rig.controller()
+    a, b, c = _up(rig, ctl, queue=12)  # 3 machines at 4 per machine
+    serving.set({a: 2, b: 0, c: 1})
+    rig.set(queue=4)  # one machine's worth: two should go
+    rig.clock.advance(15)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert rig.cloud_ids() == {a, c}  # only the idle one went
+    assert plan.desired == 2
+    assert any(r.code == "busy" and a in r.message and c in r.message for r in plan.reasons)
+    assert any(r.code == "machine_work" and "2 busy, 1 idle" in r.message for r in plan.reasons)
+    gauge = {reading: ctl.metrics.registry.get_sample_value(
+        "fleet_pool_machine_work", {"pool": "imagegen", "reading": reading}) for reading in ("busy", "idle")}
+    assert gauge == {"busy": 2.0, "idle": 1.0}
+
+    serving.set({a: 2, c: 0})  # c finished its work
+    rig.clock.advance(15)
+    ctl.tick()
+    assert rig.cloud_ids() == {a}
+
+
+@pytest.mark.prometheus
+def test_a_machine_that_takes_work_after_the_plan_is_not_destroyed(serving, tmp_path):
+    rig = _rig(tmp_path, serving.server.url)
+    ctl = rig.controller()
+    a, b = _up(rig, ctl, queue=8)
+    serving.set({a: 1, b: 0})
+    rig.set(queue=0)
+    act = ctl.act
+
+    def work_arrives_then_act(plan, obs, now, result):
+        serving.set({a: 1, b: 3})  # b took requests between the plan and the destroy
+        act(plan, obs, now, result)
+
+    ctl.act = work_arrives_then_act
+    rig.clock.advance(15)
+    result = ctl.tick()
+    (destroy,) = result.plan.pool("imagegen").actions
+    assert destroy.machine_ids == (b,)  # the plan chose b ...
+    assert rig.cloud_ids() == {a, b}  # ... and the re-check kept it
+    assert any(f"not destroying {b} (busy 3)" in n for n in result.notes["imagegen"])
+
+
+@pytest.mark.prometheus
+def test_an_unread_machine_is_kept_until_silent_for_unread_idle_after_s(serving, tmp_path):
+    rig = _rig(tmp_path, serving.server.url, unread_idle_after_s=600)
+    ctl = rig.controller()
+    a, b = _up(rig, ctl, queue=8)
+    serving.set({a: 1})  # b's server shows no series (crashed, or not scraped yet)
+    rig.set(queue=0)
+    for _ in range(39):  # 585 s of ticks: b is unread, so kept
+        rig.clock.advance(15)
+        plan = ctl.tick().plan.pool("imagegen")
+        assert rig.cloud_ids() == {a, b}
+    assert any(r.code == "machine_work" and "1 busy, 1 unread" in r.message for r in plan.reasons)
+    rig.clock.advance(15)  # 600 s unread while the query answers for a: b serves nothing
+    plan = ctl.tick().plan.pool("imagegen")
+    assert rig.cloud_ids() == {a}
+    assert any(r.code == "machine_work" and "1 silent" in r.message for r in plan.reasons)
+
+
+def test_prometheus_down_removes_no_ready_machine(tmp_path):
+    rig = _rig(tmp_path, f"http://127.0.0.1:{free_port()}", unread_idle_after_s=60)
+    ctl = rig.controller()
+    _up(rig, ctl, queue=8)
+    rig.set(queue=0)
+    for _ in range(10):  # 150 s, past unread_idle_after_s: no answer is no evidence of idle
+        rig.clock.advance(15)
+        plan = ctl.tick().plan.pool("imagegen")
+    assert len(rig.cloud_ids()) == 2
+    assert any(r.code == "machine_work" and "missing" in r.message for r in plan.reasons)
