@@ -119,6 +119,8 @@ class FileSource(Strict):
     type: Literal["file"]
     path: ConfigPath
     key: str
+    # a file not rewritten for this long is missing (its writer died); unset: any age
+    max_age_s: PositiveFloat | None = None
 
 
 class PrometheusSource(Strict):

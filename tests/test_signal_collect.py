@@ -119,3 +119,20 @@ def test_a_hung_source_holds_one_thread_and_starves_no_other_signal(monkeypatch)
         assert "has not returned" in stuck.error
     finally:
         release.set()
+
+
+def test_a_file_not_rewritten_within_max_age_is_missing(tmp_path):
+    import os
+
+    path = tmp_path / "signals.json"
+    path.write_text('{"queue": 7}')
+    source = {"type": "file", "path": str(path), "key": "queue"}
+    pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {**source, "max_age_s": 60}},
+                  {"kind": "queue_depth", "target_per_machine": 4, "source": source}])
+    fresh, _ = read_all([pool])["p"]
+    assert fresh.value == 7
+    written = path.stat().st_mtime - 61  # the writer last wrote it 61 s ago
+    os.utime(path, (written, written))
+    stale, any_age = read_all([pool])["p"]
+    assert stale.missing and "was last written 6" in stale.error and "(max_age_s=60)" in stale.error
+    assert any_age.value == 7 and any_age.age_s >= 61

@@ -1,6 +1,7 @@
 """`file`: a number at a key of a JSON object, re-read every tick.
 
-A missing file, bad JSON, a missing key or a non-number is a missing signal.
+A missing file, bad JSON, a missing key or a non-number is a missing signal, and so is a
+file last written more than `max_age_s` ago, when set (the process that writes it died).
 """
 
 from __future__ import annotations
@@ -31,4 +32,7 @@ def read(cfg: FileSource) -> SourceReading:
     value = data[cfg.key]
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return SourceReading.missing(where, f"{cfg.path} key {cfg.key!r} is not a finite number: {value!r}")
+    if cfg.max_age_s is not None and age_s > cfg.max_age_s:
+        return SourceReading.missing(where, f"stale: {cfg.path} was last written {age_s:.0f}s ago "
+                                            f"(max_age_s={cfg.max_age_s:g})")
     return SourceReading(value=float(value), source=where, age_s=age_s)
