@@ -487,7 +487,7 @@ def _loc_to_path(loc: tuple[Any, ...], data: Any) -> str:
             node = node[part]
         elif isinstance(node, dict) or node is None:
             # a union tag (skip) or a missing required key (keep)
-            if node is None or re.match(r"^(function-|tagged-union|[a-z]+\[)", str(part)) or part in (
+            if node is None or re.match(r"^(function-|tagged-union|constrained-|[a-z]+\[)", str(part)) or part in (
                 "str", "float", "int", "dict[str,float]", "tuple[str, ...]",
             ) or _is_tag(part, node):
                 continue

@@ -33,12 +33,16 @@ def _data(**pool):
     ({"signals": [{"kind": "gpu_utilization", "target": 0.7,
                    "source": {"type": "prometheus", "url": "http://p:9090", "preset": "vllm_queue"}}]},
      "presets for gpu_utilization: dcgm_gpu_utilization"),
+    # a union's branch names (pydantic's "constrained-float") are not keys the user wrote
+    ({"price_hourly_usd": {"gpu-h100x1-80gb": "cheap"}}, "c.toml: pools[0].price_hourly_usd.gpu-h100x1-80gb: "
+                                                         "input should be a valid number"),
 ])
 def test_errors_name_the_key_path(pool, expected):
     data = _data(**pool)
     with pytest.raises(ConfigError) as err:
         parse_config(data, source="c.toml")
     assert any(expected in p for p in err.value.problems), err.value.problems
+    assert not any("constrained-" in p for p in err.value.problems), err.value.problems
 
 
 def test_subnets_apply_only_to_aws():
@@ -81,3 +85,5 @@ def test_the_commented_cloud_examples_parse_once_uncommented():
     chat = cfg.pool("chat")
     assert chat.latency_budget_s == 5 and [s.kind for s in chat.signals] == ["queue_depth", "queue_wait"]
     assert chat.signals[1].source.preset == "vllm_queue_wait"
+    work = cfg.pool("llm").machine_work
+    assert work is not None and work.preset == "vllm" and work.machine_label == "instance"
