@@ -145,11 +145,16 @@ class PrometheusSource(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     max_age_s: PositiveFloat = 120.0
     timeout_s: PositiveFloat = 5.0
+    # the queue_wait presets' rate() window (default 60 s): at least twice the scrape interval,
+    # or rate() has one sample and the reading is always missing
+    rate_window_s: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _query_or_preset(self) -> PrometheusSource:
         if (self.query is None) == (self.preset is None):
             raise ValueError("give exactly one of `query` or `preset`")
+        if self.rate_window_s is not None and self.preset not in ("vllm_queue_wait", "triton_queue_wait"):
+            raise ValueError("`rate_window_s` applies to the vllm_queue_wait and triton_queue_wait presets only")
         if self.query is not None and self.selector:
             raise ValueError("`selector` applies to presets only; put the label matchers in `query`")
         bad = [name for name in self.selector if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name)]

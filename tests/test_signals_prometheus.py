@@ -252,3 +252,21 @@ def test_queue_wait_presets_read_rates_of_the_scraped_counters(prom_counting, na
 def test_queue_wait_with_nothing_started_is_missing_not_zero(prom_counting):
     reading = read_source(preset(prom_counting, "vllm_queue_wait", model_name="idle"))
     assert reading.value is None and "NaN" in reading.error
+
+
+def test_rate_window_s_sets_the_window_the_queue_wait_presets_read(prom_counting):
+    # with Prometheus' default 1 m scrape interval a [1m] window holds one sample and rate() is
+    # empty: the reading would always be missing; rate_window_s widens it
+    cfg = PrometheusSource(type="prometheus", url=prom_counting.url, preset="triton_queue_wait",
+                           selector={"model": "resnet"}, rate_window_s=5)
+    assert "[5s]" in build_queries(cfg)[0]
+    assert read_source(cfg).value == pytest.approx(0.15, rel=1e-3)
+
+
+def test_rate_window_applies_to_the_queue_wait_presets_only():
+    with pytest.raises(ValueError, match="rate_window_s` applies to the vllm_queue_wait"):
+        PrometheusSource(type="prometheus", url="http://p", preset="vllm_queue", rate_window_s=120)
+    cfg = PrometheusSource(type="prometheus", url="http://p", preset="vllm_queue_wait", rate_window_s=120)
+    assert "[120s]" in build_queries(cfg)[0]
+    default = PrometheusSource(type="prometheus", url="http://p", preset="vllm_queue_wait")
+    assert "[60s]" in build_queries(default)[0]

@@ -54,7 +54,7 @@ def _stamp(metric: str, sel: str) -> str:
 
 
 # preset → (value query, age query), both from the matcher string
-PRESETS: dict[str, Callable[[str], tuple[str, str]]] = {
+PRESETS: dict[str, Callable[..., tuple[str, str]]] = {
     "dcgm_gpu_utilization": lambda s: (
         f"avg(DCGM_FI_DEV_GPU_UTIL{s}) / 100",  # dcgm-exporter reports 0-100
         _stamp("DCGM_FI_DEV_GPU_UTIL", s),
@@ -73,16 +73,17 @@ PRESETS: dict[str, Callable[[str], tuple[str, str]]] = {
         f"avg(vllm:kv_cache_usage_perc{s}) or avg(vllm:gpu_cache_usage_perc{s})",
         f"{_stamp('vllm:kv_cache_usage_perc', s)} or {_stamp('vllm:gpu_cache_usage_perc', s)}",
     ),
-    # queue_wait signals: seconds the requests started over the last minute waited (no request
-    # started: 0 / 0 = NaN, a missing reading, which the latency policy treats as no evidence)
-    "vllm_queue_wait": lambda s: (
+    # queue_wait signals: seconds the requests started over the last `rate_window_s` waited (no
+    # request started: 0 / 0 = NaN, a missing reading, which the latency policy treats as no
+    # evidence).  rate() needs two samples in the window: at least 2x the scrape interval.
+    "vllm_queue_wait": lambda s, w: (
         # the 99th percentile of vLLM's queue-time histogram (seconds)
-        f"histogram_quantile(0.99, sum by (le) (rate(vllm:request_queue_time_seconds_bucket{s}[1m])))",
+        f"histogram_quantile(0.99, sum by (le) (rate(vllm:request_queue_time_seconds_bucket{s}[{w}])))",
         _stamp("vllm:request_queue_time_seconds_bucket", s),
     ),
-    "triton_queue_wait": lambda s: (
+    "triton_queue_wait": lambda s, w: (
         # Triton keeps only the total: the mean wait, from a microsecond counter
-        f"sum(rate(nv_inference_queue_duration_us{s}[1m])) / sum(rate(nv_inference_request_success{s}[1m]))"
+        f"sum(rate(nv_inference_queue_duration_us{s}[{w}])) / sum(rate(nv_inference_request_success{s}[{w}]))"
         " / 1e6",
         _oldest([_stamp("nv_inference_queue_duration_us", s), _stamp("nv_inference_request_success", s)]),
     ),
@@ -97,8 +98,13 @@ PRESETS: dict[str, Callable[[str], tuple[str, str]]] = {
 }
 
 
+RATE_PRESETS = frozenset({"vllm_queue_wait", "triton_queue_wait"})  # read over rate_window_s
+
+
 def build_queries(cfg: PrometheusSource) -> tuple[str, str]:
     """(value query, age query) for a preset or a custom query."""
+    if cfg.preset in RATE_PRESETS:
+        return PRESETS[cfg.preset](matchers(cfg.selector), f"{cfg.rate_window_s or 60:g}s")
     if cfg.preset is not None:
         return PRESETS[cfg.preset](matchers(cfg.selector))
     assert cfg.query is not None  # the config allows exactly one of the two
