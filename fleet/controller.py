@@ -393,6 +393,9 @@ class Controller:
             seen_at[at] = now
             work = reading.work[key]
             return work, ("busy" if work > 0 else "idle")
+        if key is not None and key in reading.unreadable:
+            seen_at[at] = now  # its server answers, with a NaN: alive, its work unknown
+            return math.inf, "unread"
         since = seen_at[at] = self._work_seen_at.get(at, now)
         if now - since >= cfg.unread_idle_after_s:
             return 0.0, "silent"

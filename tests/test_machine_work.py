@@ -176,7 +176,7 @@ def test_a_server_that_is_down_is_missing():
 # ---------------------------------------------------------------- the controller, end to end
 
 
-def _vllm(ip: str, running: int) -> list[str]:
+def _vllm(ip: str, running: int | str) -> list[str]:
     labels = {"instance": f"{ip}:8000", "model_name": "gen"}
     return [sample("vllm:num_requests_waiting", labels, 0), sample("vllm:num_requests_running", labels, running)]
 
@@ -188,7 +188,7 @@ class Serving:
         self.server, self.exporter = server, exporter
         self.version = 0
 
-    def set(self, work: dict[str, int]) -> None:
+    def set(self, work: dict[str, int | str]) -> None:
         """Serve `work` (machine id → running requests) and wait until Prometheus has it."""
         self.version += 1
         self.exporter.lines = [sample("fleet_test_version", {}, self.version)]
@@ -274,6 +274,21 @@ def test_a_machine_that_takes_work_after_the_plan_is_not_destroyed(serving, tmp_
     assert destroy.machine_ids == (b,)  # the plan chose b ...
     assert rig.cloud_ids() == {a, b}  # ... and the re-check kept it
     assert any(f"not destroying {b} (busy 3)" in n for n in result.notes["imagegen"])
+
+
+@pytest.mark.prometheus
+def test_a_machine_whose_series_reads_nan_is_kept_however_long(serving, tmp_path):
+    # its server answers, so it is alive, but its work is unknown: never counted idle
+    rig = _rig(tmp_path, serving.server.url, unread_idle_after_s=60)
+    ctl = rig.controller()
+    a, b = _up(rig, ctl, queue=8)
+    serving.set({a: 0, b: "NaN"})
+    rig.set(queue=0)
+    for _ in range(10):  # 150 s, past unread_idle_after_s
+        rig.clock.advance(15)
+        plan = ctl.tick().plan.pool("imagegen")
+    assert rig.cloud_ids() == {b}  # the idle one went
+    assert any(r.code == "machine_work" and "1 unread" in r.message for r in plan.reasons)
 
 
 @pytest.mark.prometheus
