@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -353,7 +353,8 @@ class Controller:
         """Each ready machine's work from the pool's per-machine reading, and a summary."""
         cfg = pool.machine_work
         assert cfg is not None
-        keys = _machine_keys(cfg.match, listing)
+        keys = _machine_keys(cfg.match, [inst for inst in listing if inst.pool == pool.name])
+        matched = _any_matched(reading, keys.values())
         out: list[Machine] = []
         counts: Counter[str] = Counter()
         for m in machines:
@@ -361,7 +362,7 @@ class Controller:
                 out.append(m)
                 continue
             work, kind = self._work_of(pool, m.id, keys.get(m.id, m.id if cfg.match == "id" else None),
-                                       reading, now, seen_at)
+                                       reading, matched, now, seen_at)
             counts[kind] += 1
             out.append(replace(m, work_left=work))
         self._work_counts[pool.name] = counts
@@ -372,7 +373,10 @@ class Controller:
                                 f"removed")
         parts = [f"{counts[k]} {k}" for k in ("busy", "idle", "unread", "silent") if counts[k]]
         text = ", ".join(parts) or "no ready machine"
-        if counts["unread"]:
+        if counts["unread"] and not matched:
+            text += (f" (no series matches any machine of the pool by its {cfg.match}: check `match` and "
+                     f"`label`; none is removed)")
+        elif counts["unread"]:
             text += (f" (unread: no series matches its {cfg.match}; kept as busy until unread for "
                      f"{cfg.unread_idle_after_s:g}s)")
         if counts["silent"]:
@@ -380,9 +384,10 @@ class Controller:
         return tuple(out), f"{where}: {text}"
 
     def _work_of(self, pool: PoolConfig, machine_id: str, key: str | None, reading: MachineWorkReading | None,
-                 now: float, seen_at: dict[tuple[str, str], float]) -> tuple[float, str]:
+                 matched: bool, now: float, seen_at: dict[tuple[str, str], float]) -> tuple[float, str]:
         """(work, kind): the reading for the machine; inf ("unread") when none, or 0 ("silent")
-        once the query, answering for others, has shown none for it for unread_idle_after_s."""
+        once the query, matching other machines of the pool (`matched`), has shown none for it
+        for unread_idle_after_s."""
         cfg = pool.machine_work
         assert cfg is not None
         at = (pool.provider, machine_id)
@@ -395,6 +400,10 @@ class Controller:
             return work, ("busy" if work > 0 else "idle")
         if key is not None and key in reading.unreadable:
             seen_at[at] = now  # its server answers, with a NaN: alive, its work unknown
+            return math.inf, "unread"
+        if not matched:
+            # no machine of the pool matches (a wrong `match` or `label`): no evidence it is gone
+            seen_at[at] = now
             return math.inf, "unread"
         since = seen_at[at] = self._work_seen_at.get(at, now)
         if now - since >= cfg.unread_idle_after_s:
@@ -507,13 +516,15 @@ class Controller:
         cfg = pool.machine_work
         assert cfg is not None
         reading = read_pool_machine_work(pool)
-        keys = _machine_keys(cfg.match, obs.listings.get(pool.provider, []))
+        keys = _machine_keys(cfg.match, [inst for inst in obs.listings.get(pool.provider, [])
+                                         if inst.pool == pool.name])
+        matched = _any_matched(reading, keys.values())
         seen_at = dict(self._work_seen_at)
         keep, kept = [], []
         for v in victims:
             if v.state is MachineState.READY:
                 key = keys.get(v.provider_id, v.provider_id if cfg.match == "id" else None)
-                work, kind = self._work_of(pool, v.provider_id, key, reading, now, seen_at)
+                work, kind = self._work_of(pool, v.provider_id, key, reading, matched, now, seen_at)
                 if work > 0:
                     kept.append(f"{v.provider_id} ({kind}{'' if math.isinf(work) else f' {work:g}'})")
                     continue
@@ -684,6 +695,13 @@ def _machine_keys(match: str, listing: list[ProviderInstance]) -> dict[str, str]
     """Machine id -> what its per-machine series are keyed by (`match`), where the listing says."""
     field_of = {"private_ip": "private_ip", "public_ip": "public_ip", "name": "name", "id": "id"}[match]
     return {inst.id: value for inst in listing if (value := getattr(inst, field_of))}
+
+
+def _any_matched(reading: MachineWorkReading | None, keys: Iterable[str]) -> bool:
+    """Whether the reading has a series (readable or not) for any of these machines."""
+    if reading is None or reading.work is None:
+        return False
+    return any(k in reading.work or k in reading.unreadable for k in keys)
 
 
 def _machine_from_row(r: MachineRow) -> Machine:

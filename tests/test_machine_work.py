@@ -309,6 +309,24 @@ def test_an_unread_machine_is_kept_until_silent_for_unread_idle_after_s(serving,
     assert any(r.code == "machine_work" and "1 silent" in r.message for r in plan.reasons)
 
 
+@pytest.mark.prometheus
+def test_series_that_match_no_machine_of_the_pool_never_count_a_machine_silent(serving, tmp_path):
+    # the label carries hostnames, the pool matches private addresses: nothing matches, which says
+    # the config is wrong, not that every server is gone
+    rig = _rig(tmp_path, serving.server.url, unread_idle_after_s=60)
+    ctl = rig.controller()
+    _up(rig, ctl, queue=8)
+    serving.exporter.lines = _vllm("gpu-host-1", 0) + _vllm("gpu-host-2", 0)
+    serving.server.wait_for('vllm:num_requests_running{instance="gpu-host-2:8000"}')
+    rig.set(queue=0)
+    for _ in range(10):  # 150 s, past unread_idle_after_s
+        rig.clock.advance(15)
+        plan = ctl.tick().plan.pool("imagegen")
+    assert len(rig.cloud_ids()) == 2
+    assert any(r.code == "machine_work" and "no series matches any machine of the pool by its private_ip"
+               in r.message for r in plan.reasons)
+
+
 def test_prometheus_down_removes_no_ready_machine(tmp_path):
     rig = _rig(tmp_path, f"http://127.0.0.1:{free_port()}", unread_idle_after_s=60)
     ctl = rig.controller()
