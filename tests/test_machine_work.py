@@ -188,12 +188,13 @@ class Serving:
         self.server, self.exporter = server, exporter
         self.version = 0
 
-    def set(self, work: dict[str, int | str]) -> None:
-        """Serve `work` (machine id → running requests) and wait until Prometheus has it."""
+    def set(self, work: dict[str, int | str], address=private_ip) -> None:
+        """Serve `work` (machine id → running requests, on the machine's `address`) and wait
+        until Prometheus has it."""
         self.version += 1
         self.exporter.lines = [sample("fleet_test_version", {}, self.version)]
         for machine_id, running in work.items():
-            self.exporter.lines += _vllm(private_ip(machine_id), running)
+            self.exporter.lines += _vllm(address(machine_id), running)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             got = self.server.query("fleet_test_version")["data"]["result"]
@@ -337,3 +338,36 @@ def test_prometheus_down_removes_no_ready_machine(tmp_path):
         plan = ctl.tick().plan.pool("imagegen")
     assert len(rig.cloud_ids()) == 2
     assert any(r.code == "machine_work" and "missing" in r.message for r in plan.reasons)
+
+
+@pytest.mark.prometheus
+def test_on_digitalocean_a_busy_droplet_is_matched_by_its_private_address_and_kept(serving, tmp_path):
+    from tests.clock import FakeClock
+    from tests.do_fake import FakeDigitalOcean
+    from tests.test_digitalocean_e2e import TOKEN
+    from tests.test_digitalocean_e2e import controller as do_controller
+
+    clock = FakeClock()
+    signals = tmp_path / "signals.json"
+    signals.write_text('{"queue": 12}')
+    with FakeDigitalOcean(token=TOKEN, clock=clock, boot_seconds=120) as fake:
+        ctl = do_controller(fake, clock, tmp_path, queue=None, scale_down_cooldown_s=0,
+                            scale_down_stabilization_s=0, tolerance=0,
+                            machine_work={"url": serving.server.url, "preset": "vllm", "timeout_s": 2,
+                                          "selector": {"model_name": "gen"}})
+        ctl.tick()
+        clock.advance(130)  # active, with addresses
+        ctl.tick()
+        droplets = {str(d["id"]): d for d in fake.live()}  # as the API shows them
+        a, b, c = sorted(droplets, key=int)
+
+        def address(droplet_id: str) -> str:
+            (net,) = [n for n in droplets[droplet_id]["networks"]["v4"] if n["type"] == "private"]
+            return net["ip_address"]
+
+        serving.set({a: 2, b: 0, c: 1}, address=address)
+        signals.write_text('{"queue": 4}')
+        clock.advance(15)
+        plan = ctl.tick().plan.pool("sdxl")
+        assert {str(d["id"]) for d in fake.live()} == {a, c}
+        assert any(r.code == "busy" for r in plan.reasons)
