@@ -39,6 +39,7 @@ from botocore.exceptions import (
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from providers.base import (
+    DRAINING_TAG,
     FLEET_TAG,
     POOL_TAG,
     TOKEN_TAG,
@@ -313,6 +314,7 @@ class AwsProvider:
             created_at=raw.get("LaunchTime"), token=tags.get(TOKEN_TAG), name=tags.get("Name", ""),
             spot=raw.get("InstanceLifecycle") == "spot", price_hourly_usd=self.price(instance_type),
             tags=tags, private_ip=raw.get("PrivateIpAddress") or None, public_ip=raw.get("PublicIpAddress") or None,
+            draining=DRAINING_TAG in tags,
         )
 
     # ------------------------------------------------------------ create
@@ -454,6 +456,20 @@ class AwsProvider:
             try:
                 self._call(f"terminating EC2 instance {instance_id}",
                            lambda i=instance_id: self.ec2.terminate_instances(InstanceIds=[i]))
+            except ProviderError as err:
+                if _error_code(err) not in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
+                    failures.append(DestroyFailure(instance_id, err))
+        return failures
+
+    def mark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
+        """Tag each instance `fleet-draining=true`, one call each (drains are few, and an
+        unknown id fails a whole CreateTags call); a gone instance counts as marked."""
+        failures = []
+        for instance_id in dict.fromkeys(ids):
+            try:
+                self._call(f"tagging EC2 instance {instance_id} {DRAINING_TAG}",
+                           lambda i=instance_id: self.ec2.create_tags(
+                               Resources=[i], Tags=[{"Key": DRAINING_TAG, "Value": "true"}]))
             except ProviderError as err:
                 if _error_code(err) not in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
                     failures.append(DestroyFailure(instance_id, err))

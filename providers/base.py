@@ -20,6 +20,9 @@ Contract (checked by tests/provider_contract.py against every adapter):
 - `destroy(ids)` asks for each id to be destroyed.  An id that is already gone
   counts as destroyed.  It returns the ids it could not destroy this time, with
   the reason, so one bad id never blocks the others.
+- `mark_draining(ids)` tags each machine with DRAINING_TAG (listed as
+  `ProviderInstance.draining`).  Marking one that is already marked, or gone, succeeds.  It
+  returns the ids it could not mark, with the reason, as `destroy` does.
 - `headroom(target)` says how many more machines of this pool the account's
   quota admits, or `None` with a note when the quota cannot be known.
 - `price(size, region)` is the on-demand hourly USD price, or `None`.
@@ -38,6 +41,9 @@ from typing import Any, Protocol, runtime_checkable
 FLEET_TAG = "fleet"
 POOL_TAG = "pool"
 TOKEN_TAG = "fleet-token"
+# A machine leaving the pool carries this tag (an EC2 tag key, a DigitalOcean tag): a load
+# balancer or service discovery that honours it sends the machine no new work while it drains.
+DRAINING_TAG = "fleet-draining"
 
 
 class InstanceStatus(StrEnum):
@@ -67,6 +73,7 @@ class ProviderInstance:
     # Addresses, for matching per-machine metrics to machines (None until the cloud assigns one)
     private_ip: str | None = None
     public_ip: str | None = None
+    draining: bool = False  # it carries DRAINING_TAG (see `mark_draining`)
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,8 @@ class Provider(Protocol):
     def create(self, spec: LaunchSpec) -> LaunchResult: ...
 
     def destroy(self, ids: Sequence[str]) -> list[DestroyFailure]: ...
+
+    def mark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]: ...
 
     def headroom(self, target: PoolTarget) -> Headroom: ...
 

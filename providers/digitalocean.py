@@ -39,6 +39,7 @@ from azure.core.pipeline.policies import HeadersPolicy, RetryPolicy
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from providers.base import (
+    DRAINING_TAG,
     FLEET_TAG,
     POOL_TAG,
     TOKEN_TAG,
@@ -193,6 +194,36 @@ class DigitalOceanProvider:
                 failures.append(DestroyFailure(droplet_id, err))
             # A 404 body comes back without an exception: already gone counts as destroyed.
         return failures
+
+    def mark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
+        """Tag each Droplet `fleet-draining`, one call each.  The tag is created the first time
+        (assigning a tag that does not exist is a 404); a Droplet gone counts as marked."""
+        failures: list[DestroyFailure] = []
+        stop: ProviderError | None = None
+        for droplet_id in dict.fromkeys(ids):
+            if stop is not None:  # auth or rate limit: the others would fail the same way
+                failures.append(DestroyFailure(droplet_id, stop))
+                continue
+            if not droplet_id.isdigit():
+                failures.append(DestroyFailure(droplet_id, InvalidRequest(
+                    f"tagging droplet {droplet_id!r}: not a DigitalOcean droplet id")))
+                continue
+            try:
+                if _not_found(self._assign_draining(droplet_id)):
+                    self._read(f"creating tag {DRAINING_TAG}",
+                               lambda: self._client.tags.create(body={"name": DRAINING_TAG}))
+                    self._assign_draining(droplet_id)  # a 404 now: the Droplet is gone
+            except (AuthError, RateLimited) as err:
+                stop = err
+                failures.append(DestroyFailure(droplet_id, err))
+            except ProviderError as err:
+                failures.append(DestroyFailure(droplet_id, err))
+        return failures
+
+    def _assign_draining(self, droplet_id: str) -> Any:
+        body = {"resources": [{"resource_id": droplet_id, "resource_type": "droplet"}]}
+        return self._read(f"tagging droplet {droplet_id} {DRAINING_TAG}",
+                          lambda: self._client.tags.assign_resources(tag_id=DRAINING_TAG, body=body))
 
     def headroom(self, target: PoolTarget) -> Headroom:
         try:
@@ -372,6 +403,7 @@ class DigitalOceanProvider:
                 token=keyed.get(TOKEN_TAG), name=d.get("name", ""),
                 price_hourly_usd=float(size["price_hourly"]) if size.get("price_hourly") is not None else None,
                 tags=keyed, private_ip=_address(d, "private"), public_ip=_address(d, "public"),
+                draining=DRAINING_TAG in tags,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise TransientError(f"{what}: unreadable droplet {d.get('id')!r}: {err!r}") from err
@@ -511,3 +543,8 @@ def _address(droplet: dict[str, Any], kind: str) -> str | None:
         if isinstance(net, dict) and net.get("type") == kind and net.get("ip_address"):
             return str(net["ip_address"])
     return None
+
+
+def _not_found(answer: Any) -> bool:
+    """pydo hands back a 404 as its body (`{"id": "not_found", ...}`) instead of raising."""
+    return isinstance(answer, dict) and answer.get("id") == "not_found"

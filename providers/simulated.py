@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from providers.base import (
+    DRAINING_TAG,
     FLEET_TAG,
     POOL_TAG,
     TOKEN_TAG,
@@ -188,6 +189,16 @@ class SimulatedCloud:
         self._save()
         return []
 
+    def mark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
+        self.calls.append("mark_draining")
+        self._load()
+        for machine_id in ids:
+            machine = self._state.machines.get(machine_id)
+            if machine is not None and machine.destroyed_at is None:
+                machine.tags[DRAINING_TAG] = "true"
+        self._save()
+        return []
+
     def headroom(self, target: PoolTarget) -> Headroom:
         self._load()
         count = self._headroom_count()
@@ -230,7 +241,7 @@ class SimulatedCloud:
             status=InstanceStatus.READY if now >= m.ready_at else InstanceStatus.BOOTING,
             created_at=datetime.fromtimestamp(m.created_at, tz=UTC), token=m.tags.get(TOKEN_TAG),
             name=m.name, price_hourly_usd=self._prices.get(m.size), tags=dict(m.tags),
-            private_ip=private_ip(m.id) if now >= m.ready_at else None,
+            private_ip=private_ip(m.id) if now >= m.ready_at else None, draining=DRAINING_TAG in m.tags,
         )
 
 

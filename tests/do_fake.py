@@ -175,6 +175,7 @@ class FakeDigitalOcean:
         self.sizes = [dict(s) for s in (sizes or DEFAULT_SIZES)]
         self.droplets: dict[int, dict[str, Any]] = {}  # id -> stored droplet (with "_ready_at")
         self.created: list[int] = []  # every id ever made, destroyed or not
+        self.tag_names: set[str] = set()  # tags that exist on the account (POST /v2/tags, or a create's)
         self.blocked: set[tuple[str, str]] = set()  # (size, region) answering 422 capacity
         self.requests: list[LoggedRequest] = []
         self._rules: list[_Rule] = []
@@ -385,6 +386,17 @@ class FakeDigitalOcean:
             if method == "DELETE":
                 del self.droplets[droplet["id"]]
                 return 204, None
+        if path == "/v2/tags" and method == "POST":
+            name = body.get("name") if isinstance(body, dict) else None
+            if not isinstance(name, str) or not TAG_RE.match(name):
+                return _error(400, "bad_request", "tag name may hold letters, numbers, colons, dashes and "
+                                                  "underscores")
+            self.tag_names.add(name)  # an existing name is answered like a new one
+            tagged = sum(1 for d in self.droplets.values() if name in d["tags"])
+            return 201, {"tag": {"name": name, "resources": {"count": tagged, "droplets": {"count": tagged}}}}
+        match = re.fullmatch(r"/v2/tags/([^/]+)/resources", path)
+        if match and method == "POST":
+            return self._tag_resources(match.group(1), body)
         if path == "/v2/sizes" and method == "GET":
             return self._page(query, "sizes", self.sizes)
         if path == "/v2/regions" and method == "GET":
@@ -394,6 +406,28 @@ class FakeDigitalOcean:
                  "available": True, "sizes": [s["slug"] for s in self.sizes if r in s["regions"]]}
                 for r in regions])
         return _error(404, "not_found", "The resource you were accessing could not be found.")
+
+    def _tag_resources(self, tag: str, body: Any) -> tuple[int, Any]:
+        """POST /v2/tags/{tag}/resources: 404 for a tag that does not exist (or a Droplet that
+        does not), else 204; tagging twice changes nothing."""
+        if tag not in self.tag_names:
+            return _error(404, "not_found", "The resource you were accessing could not be found.")
+        resources = body.get("resources") if isinstance(body, dict) else None
+        if not isinstance(resources, list) or not resources:
+            return _error(400, "bad_request", "resources is required")
+        targets = []
+        for item in resources:
+            if not isinstance(item, dict) or item.get("resource_type") != "droplet":
+                return _error(422, "unprocessable_entity", "only droplets are tagged by this fake")
+            droplet_id = str(item.get("resource_id", ""))
+            droplet = self.droplets.get(int(droplet_id)) if droplet_id.isdigit() else None
+            if droplet is None:
+                return _error(404, "not_found", "The resource you were accessing could not be found.")
+            targets.append(droplet)
+        for droplet in targets:
+            if tag not in droplet["tags"]:
+                droplet["tags"].append(tag)
+        return 204, None
 
     def _list_droplets(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         tag, name, kind = _one(query, "tag_name"), _one(query, "name"), _one(query, "type")
@@ -464,6 +498,7 @@ class FakeDigitalOcean:
         if len(self.droplets) + len(names) > self.droplet_limit:
             return _error(422, "unprocessable_entity",
                           "creating this/these droplet(s) will exceed your droplet limit")
+        self.tag_names.update(tags)  # a create's tags are created if missing
         made = [self._render(self._make(n, size, region, image, tags, body.get("vpc_uuid"))) for n in names]
         links = {"actions": [{"id": 7515 + d["id"] % 1000, "rel": "create",
                               "href": f"https://api.digitalocean.com/v2/actions/{7515 + d['id'] % 1000}"}
@@ -535,7 +570,10 @@ class _Handler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------- honesty check against the OpenAPI spec
 
 SPEC_PATH = Path(__file__).with_name("digitalocean-openapi-subset.json")
-_PATH_TEMPLATES = [("/v2/droplets/{droplet_id}", re.compile(r"/v2/droplets/\d+")),
+TAGS_SPEC_PATH = Path(__file__).with_name("digitalocean-openapi-tags.json")
+_PATH_TEMPLATES = [("/v2/tags/{tag_id}/resources", re.compile(r"/v2/tags/[^/]+/resources")),
+                   ("/v2/tags", re.compile(r"/v2/tags")),
+                   ("/v2/droplets/{droplet_id}", re.compile(r"/v2/droplets/\d+")),
                    ("/v2/droplets", re.compile(r"/v2/droplets")), ("/v2/account", re.compile(r"/v2/account")),
                    ("/v2/sizes", re.compile(r"/v2/sizes")), ("/v2/regions", re.compile(r"/v2/regions"))]
 
@@ -569,7 +607,9 @@ _VALIDATORS: dict[int, Any] = {}
 
 @functools.cache
 def _spec() -> dict[str, Any]:
-    return json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+    spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+    spec["paths"].update(json.loads(TAGS_SPEC_PATH.read_text(encoding="utf-8"))["paths"])
+    return spec
 
 
 class OpenApiCheck:

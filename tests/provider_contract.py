@@ -142,3 +142,19 @@ def test_contract_token_finds_what_a_lost_response_made(harness: Harness) -> Non
     made = harness.provider.create(LaunchSpec(target=harness.target(), count=2, token=token))
     by_token = [i for i in harness.provider.list_instances(harness.fleet) if i.token == token]
     assert sorted(i.id for i in by_token) == sorted(i.id for i in made.instances)
+
+
+def test_contract_mark_draining_tags_machines_and_a_gone_one_is_no_failure(harness: Harness) -> None:
+    result = harness.provider.create(LaunchSpec(target=harness.target(), count=2, token=_token()))
+    harness.settle()
+    first, second = (i.id for i in result.instances)
+    assert harness.provider.destroy([second]) == []
+    harness.settle()
+    assert harness.provider.mark_draining([first, second]) == []  # second is gone: nothing to mark
+    assert harness.provider.mark_draining([first]) == []  # again: no change, no error
+    listed = _listed(harness)
+    assert listed[first].draining
+    assert second not in listed or listed[second].draining is False
+    other = harness.provider.create(LaunchSpec(target=harness.target(), count=1, token=_token()))
+    harness.settle()
+    assert _listed(harness)[other.instances[0].id].draining is False
