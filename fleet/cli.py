@@ -112,7 +112,7 @@ def _print_plan(result) -> None:
     for p in result.plan.pools:
         j = pool_plan_json(p, result.notes.get(p.pool))
         acts = "; ".join(f"create {a['count']} x {a['size']}" if a["action"] == "create"
-                         else f"destroy {', '.join(a['machines'])}" for a in j["actions"]) or "-"
+                         else f"{a['action']} {', '.join(a['machines'])}" for a in j["actions"]) or "-"
         table.add_row(p.pool, p.provider, str(p.ready), str(p.booting),
                       str(p.desired) + (" (held)" if p.held else ""), acts)
         details.append(f"[bold]{p.pool}[/bold]")

@@ -339,6 +339,9 @@ class MachineWorkConfig(Strict):
     # a machine the query (answering for others) has shown no series for this long serves
     # nothing (a crashed server's series go stale): it counts as idle
     unread_idle_after_s: PositiveFloat = 900.0
+    # set: a busy machine chosen for removal is drained instead of kept (tagged fleet-draining for
+    # your load balancer, no longer capacity) and destroyed once it reads idle or after this long
+    drain_timeout_s: PositiveFloat | None = None
     token_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: PositiveFloat = 5.0

@@ -27,6 +27,7 @@ from fleet.metrics import Metrics
 from fleet.model import (
     CreateAction,
     DestroyAction,
+    DrainAction,
     Fleet,
     Machine,
     MachineState,
@@ -155,6 +156,7 @@ class Controller:
             result = TickResult(plan=plan, dry_run=dry_run)
             if not dry_run:
                 self.retry_destroys(obs, now, result)
+                self.retry_drain_marks(obs, result)
                 self.act(plan, obs, now, result)
                 self.record(plan, result, now)
                 self.accrue(self.clock(), obs)
@@ -295,8 +297,10 @@ class Controller:
     def _follow(self, row: MachineRow, inst: ProviderInstance, now: float) -> None:
         """Move a known machine to the state its provider reports."""
         seen = _STATUS_TO_STATE[inst.status]
-        if row.state in (MachineState.TERMINATING, MachineState.DRAINING) or seen is row.state:
+        if row.state is MachineState.TERMINATING or seen is row.state:
             return  # we asked for its end; the listing catches up
+        if row.state is MachineState.DRAINING and seen in (MachineState.READY, MachineState.BOOTING):
+            return  # draining: running, and ours to end
         if row.state is MachineState.FAILED and seen is not MachineState.TERMINATING:
             return
         reason = {MachineState.READY: "provider reports it ready",
@@ -358,12 +362,13 @@ class Controller:
         out: list[Machine] = []
         counts: Counter[str] = Counter()
         for m in machines:
-            if m.state is not MachineState.READY:
+            if m.state not in (MachineState.READY, MachineState.DRAINING):
                 out.append(m)
                 continue
             work, kind = self._work_of(pool, m.id, keys.get(m.id, m.id if cfg.match == "id" else None),
                                        reading, matched, now, seen_at)
-            counts[kind] += 1
+            if m.state is MachineState.READY:
+                counts[kind] += 1
             out.append(replace(m, work_left=work))
         self._work_counts[pool.name] = counts
         where = reading.source if reading is not None else "per-machine work"
@@ -437,7 +442,8 @@ class Controller:
             state = row.state if row.state in (MachineState.TERMINATING, MachineState.DRAINING,
                                                MachineState.FAILED) else _STATUS_TO_STATE[inst.status]
             return Machine(id=inst.id, pool=pool.name, state=state, size=inst.size, region=inst.region,
-                           price_hourly_usd=row.price_hourly_usd, created_at=row.created_at, ready_at=row.ready_at)
+                           price_hourly_usd=row.price_hourly_usd, created_at=row.created_at, ready_at=row.ready_at,
+                           draining_since=_draining_since(row))
         price = size_price(pool, self.providers[pool.provider], inst.size, inst.region) or inst.price_hourly_usd
         created = inst.created_at.timestamp() if inst.created_at else now
         return Machine(id=inst.id, pool=pool.name, state=_STATUS_TO_STATE[inst.status], size=inst.size,
@@ -475,6 +481,8 @@ class Controller:
             for action in pool_plan.actions:
                 if isinstance(action, DestroyAction):
                     self._destroy_planned(pool, action, obs, now, result)
+                elif isinstance(action, DrainAction):
+                    self._drain_planned(pool, action, now, result)
                 elif isinstance(action, CreateAction):
                     if self._create(pool, action, now, result) == "auth":
                         blocked.add(pool.provider)
@@ -506,6 +514,46 @@ class Controller:
         self.store.finish_action(action_id, "done" if not failed else "partial", now,
                                  f"destroy requested for {len(victims) - failed}/{len(victims)}",
                                  launched=len(victims) - failed)
+
+    def _drain_planned(self, pool: PoolConfig, action: DrainAction, now: float, result: TickResult) -> None:
+        """Busy machines leave the pool: DRAINING first (the intent, and the drain clock), then
+        the provider's draining tag, which a load balancer or service discovery can honour."""
+        rows = {r.provider_id: r for r in self.store.unfinished_machines()
+                if r.provider == pool.provider and r.pool == pool.name}
+        victims = [rows[i] for i in action.machine_ids if i in rows and rows[i].state is MachineState.READY]
+        skipped = set(action.machine_ids) - {v.provider_id for v in victims}
+        if skipped:
+            result.notes.setdefault(pool.name, []).append(
+                f"not draining {', '.join(sorted(skipped))}: changed since the plan")
+        for victim in victims:
+            self.store.move(victim, MachineState.DRAINING, now, "scale down: busy, draining")
+        if victims:
+            self._mark_draining(pool.provider, [v.provider_id for v in victims], result, pool.name)
+            log.info(kv(event="draining", pool=pool.name, machines=",".join(v.provider_id for v in victims)))
+
+    def retry_drain_marks(self, obs: Observation, result: TickResult) -> None:
+        """Draining machines the provider lists without the draining tag (the tag call failed, or
+        we crashed between the state change and the call): tag them again."""
+        by_provider: dict[str, list[MachineRow]] = {}
+        for row in self.store.machines([MachineState.DRAINING]):
+            listed = {i.id: i for i in obs.listings.get(row.provider, [])}
+            inst = listed.get(row.provider_id)
+            if inst is not None and not inst.draining and row.provider not in obs.blocked:
+                by_provider.setdefault(row.provider, []).append(row)
+        for provider_name, rows in by_provider.items():
+            for row in rows:
+                self._mark_draining(provider_name, [row.provider_id], result, row.pool)
+
+    def _mark_draining(self, provider_name: str, ids: list[str], result: TickResult, pool: str) -> None:
+        try:
+            failures = {f.id: f.error for f in self.providers[provider_name].mark_draining(ids)}
+        except ProviderError as exc:
+            self._provider_error(provider_name, exc)
+            failures = {i: exc for i in ids}
+        for machine_id, err in failures.items():
+            result.notes.setdefault(pool, []).append(
+                f"tagging {machine_id} draining failed, will retry: {err.kind}: {err}")
+            log.warning(kv(event="drain_mark_failed", pool=pool, machine=machine_id, error=err.kind))
 
     def _still_idle(self, pool: PoolConfig, victims: list[MachineRow], obs: Observation, now: float,
                     result: TickResult) -> list[MachineRow]:
@@ -706,7 +754,12 @@ def _any_matched(reading: MachineWorkReading | None, keys: Iterable[str]) -> boo
 
 def _machine_from_row(r: MachineRow) -> Machine:
     return Machine(id=r.provider_id, pool=r.pool, state=r.state, size=r.size, region=r.region,
-                   price_hourly_usd=r.price_hourly_usd, created_at=r.created_at, ready_at=r.ready_at)
+                   price_hourly_usd=r.price_hourly_usd, created_at=r.created_at, ready_at=r.ready_at,
+                   draining_since=_draining_since(r))
+
+
+def _draining_since(r: MachineRow) -> float | None:
+    return r.state_changed_at if r.state is MachineState.DRAINING else None
 
 
 def _terminating(row: MachineRow, now: float) -> MachineRow:
@@ -718,11 +771,11 @@ def signal_json(s: SignalReading) -> dict[str, Any]:
             "error": s.error}
 
 
-def action_json(a: CreateAction | DestroyAction) -> dict[str, Any]:
+def action_json(a: CreateAction | DestroyAction | DrainAction) -> dict[str, Any]:
     if isinstance(a, CreateAction):
         return {"action": "create", "count": a.count, "size": a.size, "region": a.region,
                 "price_hourly_usd": a.price_hourly_usd}
-    return {"action": "destroy", "machines": list(a.machine_ids)}
+    return {"action": a.action, "machines": list(a.machine_ids)}
 
 
 def pool_plan_json(p: PoolPlan, notes: list[str] | None = None) -> dict[str, Any]:

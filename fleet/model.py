@@ -56,6 +56,7 @@ class Machine:
     created_at: float
     ready_at: float | None = None
     work_left: float = 0.0  # items or seconds of work on it (inf: unknown); scale-down removes the least busy
+    draining_since: float | None = None  # DRAINING: when its drain began
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,17 @@ class DestroyAction:
     action: str = "destroy"
 
 
-Action = CreateAction | DestroyAction
+@dataclass(frozen=True)
+class DrainAction:
+    """Busy machines leaving the pool: tagged draining, no longer capacity, destroyed once
+    they read idle or their drain times out (`[pools.machine_work] drain_timeout_s`)."""
+
+    pool: str
+    machine_ids: tuple[str, ...]
+    action: str = "drain"
+
+
+Action = CreateAction | DestroyAction | DrainAction
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,30 @@ def test_a_scale_down_removes_only_machines_that_read_idle(machine_work):
         assert busy == ["keeping 1 busy machine(s) until they read idle: m1 (work 2)"]
 
 
+def test_with_drain_busy_machines_are_drained_and_a_drain_ends_when_idle_or_late():
+    config = _pool_config(machine_work={"url": "http://p", "preset": "vllm", "drain_timeout_s": 300})
+    now = 10_000.0
+    machines = (_ready(1, 2.0), _ready(2, 0.0), _ready(3, math.inf))
+    plan = decide(config, Fleet({"p": PoolView(name="p", machines=machines, machine_work="read")}),
+                  {"p": (_reading(1.0),)}, History(), now).pool("p")
+    destroy, drain = sorted(plan.actions, key=lambda a: a.action)
+    assert (destroy.action, destroy.machine_ids) == ("destroy", ("m2",))
+    assert (drain.action, drain.machine_ids) == ("drain", ("m1",))  # the least busy of the busy
+    assert plan.desired == 1  # a draining machine is no longer capacity
+
+    def draining(i: int, work: float, since: float) -> Machine:
+        return Machine(id=f"d{i}", pool="p", state=MachineState.DRAINING, size="gpu-h100x1-80gb", region="",
+                       price_hourly_usd=3.0, created_at=0.0, ready_at=100.0, work_left=work, draining_since=since)
+
+    machines = (_ready(1, 1.0), draining(1, 0.0, now - 10), draining(2, 3.0, now - 299), draining(3, 3.0, now - 300))
+    plan = decide(config, Fleet({"p": PoolView(name="p", machines=machines, machine_work="read")}),
+                  {"p": (_reading(1.0),)}, History(), now).pool("p")
+    (destroy,) = plan.actions
+    assert destroy.machine_ids == ("d1", "d3")  # idle, and past drain_timeout_s; d2 drains on
+    codes = {r.code: r.message for r in plan.reasons}
+    assert "d1" in codes["drained"] and "d3 (work 3)" in codes["drain_timeout"]
+
+
 def _reading(value: float):
     from fleet.model import SignalReading
 
@@ -371,3 +395,80 @@ def test_on_digitalocean_a_busy_droplet_is_matched_by_its_private_address_and_ke
         plan = ctl.tick().plan.pool("sdxl")
         assert {str(d["id"]) for d in fake.live()} == {a, c}
         assert any(r.code == "busy" for r in plan.reasons)
+
+
+def _drain_rig(tmp_path, url: str, **work):
+    return _rig(tmp_path, url, drain_timeout_s=300, **work)
+
+
+@pytest.mark.prometheus
+def test_a_busy_machine_is_drained_tagged_and_destroyed_once_idle(serving, tmp_path):
+    rig = _drain_rig(tmp_path, serving.server.url)
+    ctl = rig.controller()
+    a, b, c = _up(rig, ctl, queue=12)
+    serving.set({a: 2, b: 0, c: 1})
+    rig.set(queue=4)  # one machine's worth: the idle one goes, the least busy drains
+    rig.clock.advance(15)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert rig.cloud_ids() == {a, c}
+    tagged = {m.id for m in rig.cloud.all_machines() if m.draining}
+    assert tagged == {c}
+    (row,) = [r for r in ctl.store.unfinished_machines() if r.provider_id == c]
+    assert row.state is MachineState.DRAINING
+    assert plan.desired == 1 and any(r.code == "drain" for r in plan.reasons)
+
+    rig.clock.advance(15)  # still busy, within the drain: kept
+    ctl.tick()
+    assert rig.cloud_ids() == {a, c}
+    serving.set({a: 2, c: 0})  # its requests finished
+    rig.clock.advance(15)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert rig.cloud_ids() == {a}
+    assert any(r.code == "drained" and c in r.message for r in plan.reasons)
+
+
+@pytest.mark.prometheus
+def test_a_drain_that_outlasts_drain_timeout_s_is_cut_and_a_restart_keeps_its_clock(serving, tmp_path):
+    rig = _drain_rig(tmp_path, serving.server.url)
+    ctl = rig.controller()
+    a, b = _up(rig, ctl, queue=8)
+    serving.set({a: 2, b: 1})  # b, the less busy, drains
+    rig.set(queue=4)
+    rig.clock.advance(15)
+    ctl.tick()
+    drained_at = rig.clock.now
+    assert rig.cloud_ids() == {a, b}
+    ctl = rig.controller()  # a restart: the drain clock lives in the database
+    while rig.clock.now - drained_at < 285:
+        rig.clock.advance(15)
+        ctl.tick()
+        assert rig.cloud_ids() == {a, b}
+    rig.clock.advance(15)  # 300 s
+    plan = ctl.tick().plan.pool("imagegen")
+    assert rig.cloud_ids() == {a}
+    assert any(r.code == "drain_timeout" and f"{b} (work 1)" in r.message for r in plan.reasons)
+
+
+@pytest.mark.prometheus
+def test_a_drain_tag_lost_to_a_crash_is_put_on_next_tick(serving, tmp_path):
+    rig = _drain_rig(tmp_path, serving.server.url)
+    ctl = rig.controller()
+    a, b = _up(rig, ctl, queue=8)
+    serving.set({a: 1, b: 2})
+    rig.set(queue=4)
+
+    class Crash(Exception):
+        pass
+
+    def crash(ids):
+        raise Crash()
+
+    rig.cloud.mark_draining, real = crash, rig.cloud.mark_draining
+    rig.clock.advance(15)
+    with pytest.raises(Crash):
+        ctl.tick()  # died after the DRAINING row was written, before the tag
+    rig.cloud.mark_draining = real
+    assert not any(m.draining for m in rig.cloud.all_machines())
+    rig.clock.advance(15)
+    rig.controller().tick()
+    assert {m.id for m in rig.cloud.all_machines() if m.draining} == {a}

@@ -165,6 +165,22 @@ def test_release_takes_only_idle_machines_ready_for_a_hold_window() -> None:
     assert "releasing only those" in decision.reasons[0].message
 
 
+def test_a_pool_that_drains_releases_busy_machines_ready_for_a_hold_window_too() -> None:
+    # behind a load balancer every machine is busy: without a drain nothing could go
+    from fleet.model import Machine, MachineState, PoolView
+
+    machines = tuple(Machine(id=f"m{i}", pool="p", state=MachineState.READY, size="gpu-h100x1-80gb",
+                             region="sim1", price_hourly_usd=3.0, created_at=NOW - 3000 - BOOT,
+                             ready_at=NOW - 3000, work_left=1.0) for i in range(6))
+    pool_view = PoolView(name="p", machines=machines, launch_price_hourly_usd=3.0)
+    work = {"url": "http://p", "preset": "vllm"}
+    keeps = recommend(pool(machine_work=work), pool_view, readings(6, 6 / 48), steady(0.75), NOW)
+    drains = recommend(pool(machine_work={**work, "drain_timeout_s": 300}), pool_view, readings(6, 6 / 48),
+                       steady(0.75), NOW)
+    assert keeps.desired == 6 and "0 machine(s) idle and ready" in keeps.reasons[0].message
+    assert drains.desired < 6
+
+
 def test_a_latency_pool_releases_idle_ready_machines_and_keeps_booting_ones() -> None:
     # 6 ready (r0 idle, r1..r5 busy), 2 booting, demand ~0.25: the idle ready machine goes,
     # the boots already paid for are kept (a plain pool would remove booting machines first)

@@ -24,8 +24,10 @@ from fleet.model import (
     Action,
     CreateAction,
     DestroyAction,
+    DrainAction,
     Fleet,
     History,
+    Machine,
     MachineState,
     Plan,
     PoolHistory,
@@ -149,20 +151,49 @@ def decide_pool(
                                     region=pool.region[0] if pool.region else "", price_hourly_usd=price))
         budget.burn += (desired - current) * price
     chosen = choose_victims(live, current - desired, keep_booting=pool.latency_budget_s is not None)
+    drain_timeout = pool.machine_work.drain_timeout_s if pool.machine_work is not None else None
+    drained = _drained(view, drain_timeout, now, reasons)
     if view.machine_work is not None:
         reasons.append(Reason("machine_work", view.machine_work))
         busy = [m for m in chosen if m.state is MachineState.READY and m.work_left > 0]
         if busy:
-            # work running on a machine is never cut off: it is removed once it reads idle
+            # work running on a machine is never cut off at once: it is drained, or kept until idle
             chosen = tuple(m for m in chosen if m not in busy)
-            desired += len(busy)
-            reasons.append(Reason("busy", f"keeping {len(busy)} busy machine(s) until they read idle: "
-                                          + ", ".join(f"{m.id} ({_work(m.work_left)})" for m in busy)))
-    victims = stuck + chosen
+            listed = ", ".join(f"{m.id} ({_work(m.work_left)})" for m in busy)
+            if drain_timeout is not None:
+                actions.append(DrainAction(pool=pool.name, machine_ids=tuple(m.id for m in busy)))
+                reasons.append(Reason("drain", f"draining {len(busy)} busy machine(s): {listed}; tagged "
+                                               f"fleet-draining, destroyed once idle or after {drain_timeout:g}s"))
+            else:
+                desired += len(busy)
+                reasons.append(Reason("busy", f"keeping {len(busy)} busy machine(s) until they read idle: "
+                                              + listed))
+    victims = stuck + chosen + drained
     if victims:
         actions.append(DestroyAction(pool=pool.name, machine_ids=tuple(m.id for m in victims)))
     return PoolPlan(recommendation=recommendation, desired=desired, actions=tuple(actions),
                     reasons=tuple(reasons), demand_sample=demand_sample, **base)
+
+
+def _drained(view: PoolView, timeout: float | None, now: float, reasons: list[Reason]) -> tuple[Machine, ...]:
+    """Draining machines whose drain is over: they read idle, or the drain timed out (or the pool
+    drains no more: `timeout` None)."""
+    idle, late = [], []
+    for m in view.machines:
+        if m.state is not MachineState.DRAINING:
+            continue
+        if m.work_left <= 0:
+            idle.append(m)
+        elif timeout is None or now - (m.draining_since if m.draining_since is not None else now) >= timeout:
+            late.append(m)
+    if idle:
+        reasons.append(Reason("drained", f"{len(idle)} draining machine(s) read idle: destroying "
+                                         + ", ".join(m.id for m in idle)))
+    if late:
+        why = "the pool no longer drains" if timeout is None else f"drain_timeout_s={timeout:g} passed"
+        reasons.append(Reason("drain_timeout", f"destroying {len(late)} draining machine(s) still busy ({why}): "
+                                               + ", ".join(f"{m.id} ({_work(m.work_left)})" for m in late)))
+    return (*idle, *late)
 
 
 def _work(work_left: float) -> str:

@@ -226,12 +226,15 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
         # ski rental per machine: only an idle machine that has been ready a hold window is
         # released; one just bought (booting, or ready moments ago) is kept
         # (decide then removes idle ready machines before booting ones: fleet/policy/removal.py)
+        # (a pool that drains busy machines releases them too: decide drains instead of cutting)
+        drains = pool.machine_work is not None and pool.machine_work.drain_timeout_s is not None
         releasable = sum(
-            1 for m in view.machines if m.state is MachineState.READY and m.work_left <= 0
+            1 for m in view.machines if m.state is MachineState.READY and (m.work_left <= 0 or drains)
             and (m.ready_at if m.ready_at is not None else m.created_at + boot) <= now - hold_s)
         if current - desired > releasable:
             desired = current - releasable
-            held = f"; {releasable} machine(s) idle and ready for {hold_s:g}s: releasing only those"
+            held = (f"; {releasable} machine(s) {'ready' if drains else 'idle and ready'} for {hold_s:g}s: "
+                    f"releasing only those")
     reasons = (Reason("latency", f"demand {x:.2f} machines, level {level:.2f}, hold {hold:.2f} (max of "
                                  f"the last {hold_s:g}s), running {running:.2f}, headroom {headroom:.2f} (sqrt staffing {noise:.2f}, "
                                  f"q{RISE_QUANTILE:g} of rises above the hold within a boot {excess:.2f}) "

@@ -23,6 +23,7 @@ from fleet.config import Config, PoolConfig
 from fleet.model import (
     CreateAction,
     DestroyAction,
+    DrainAction,
     Fleet,
     History,
     Machine,
@@ -176,7 +177,9 @@ class FleetController:
             if isinstance(action, CreateAction):
                 engine.create(action.count, action.price_hourly_usd or self.price)
                 self._last_up = now
-            elif isinstance(action, DestroyAction):
+            elif isinstance(action, DestroyAction | DrainAction):
+                # the simulated cloud drains a busy machine it is asked to destroy (no new work,
+                # gone when its work is done): what a drain does behind a load balancer honouring it
                 engine.destroy([int(i) for i in action.machine_ids])
                 self._last_down = now
 

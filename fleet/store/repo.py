@@ -50,6 +50,7 @@ class MachineRow:
     accrued_until: float
     destroy_attempts: int
     spot: bool = False
+    state_changed_at: float | None = None
 
     @classmethod
     def of(cls, r: Any) -> MachineRow:
@@ -58,7 +59,8 @@ class MachineRow:
                    price_hourly_usd=float(r.price_hourly_usd), token=r.token,
                    created_at=to_ts(r.created_at), ready_at=to_ts(r.ready_at),
                    terminating_at=to_ts(r.terminating_at), accrued_until=to_ts(r.accrued_until),
-                   destroy_attempts=r.destroy_attempts, spot=bool(r.spot))
+                   destroy_attempts=r.destroy_attempts, spot=bool(r.spot),
+                   state_changed_at=to_ts(r.state_changed_at))
 
 
 @dataclass(frozen=True)
