@@ -87,3 +87,4 @@ def test_the_commented_cloud_examples_parse_once_uncommented():
     assert chat.signals[1].source.preset == "vllm_queue_wait"
     work = cfg.pool("llm").machine_work
     assert work is not None and work.preset == "vllm" and work.machine_label == "instance"
+    assert work.drain_timeout_s == 300
