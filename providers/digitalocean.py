@@ -21,7 +21,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
@@ -174,45 +174,37 @@ class DigitalOceanProvider:
             + "; ".join(notes)) from (errors[-1] if errors else None)
 
     def destroy(self, ids: Sequence[str]) -> list[DestroyFailure]:
-        failures: list[DestroyFailure] = []
-        stop: ProviderError | None = None
-        for droplet_id in ids:
-            if stop is not None:  # auth or rate limit: the others would fail the same way
-                failures.append(DestroyFailure(droplet_id, stop))
-                continue
-            if not droplet_id.isdigit():
-                failures.append(DestroyFailure(droplet_id, InvalidRequest(
-                    f"destroying droplet {droplet_id!r}: not a DigitalOcean droplet id")))
-                continue
-            what = f"destroying droplet {droplet_id}"
-            try:
-                self._read(what, lambda i=int(droplet_id): self._client.droplets.destroy(i))
-            except (AuthError, RateLimited) as err:
-                stop = err
-                failures.append(DestroyFailure(droplet_id, err))
-            except ProviderError as err:
-                failures.append(DestroyFailure(droplet_id, err))
-            # A 404 body comes back without an exception: already gone counts as destroyed.
-        return failures
+        # A 404 body comes back without an exception: already gone counts as destroyed.
+        return self._each_droplet(ids, "destroying", lambda droplet_id: self._read(
+            f"destroying droplet {droplet_id}", lambda: self._client.droplets.destroy(int(droplet_id))))
 
     def mark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
         """Tag each Droplet `fleet-draining`, one call each.  The tag is created the first time
         (assigning a tag that does not exist is a 404); a Droplet gone counts as marked."""
+
+        def mark(droplet_id: str) -> None:
+            if _not_found(self._assign_draining(droplet_id)):
+                self._read(f"creating tag {DRAINING_TAG}",
+                           lambda: self._client.tags.create(body={"name": DRAINING_TAG}))
+                self._assign_draining(droplet_id)  # a 404 now: the Droplet is gone
+
+        return self._each_droplet(dict.fromkeys(ids), "tagging", mark)
+
+    def _each_droplet(self, ids: Iterable[str], doing: str, call: Callable[[str], Any]) -> list[DestroyFailure]:
+        """`call` for each id; the ids that failed, with why.  After an auth error or a rate limit
+        the rest are not tried: they would fail the same way."""
         failures: list[DestroyFailure] = []
         stop: ProviderError | None = None
-        for droplet_id in dict.fromkeys(ids):
-            if stop is not None:  # auth or rate limit: the others would fail the same way
+        for droplet_id in ids:
+            if stop is not None:
                 failures.append(DestroyFailure(droplet_id, stop))
                 continue
             if not droplet_id.isdigit():
                 failures.append(DestroyFailure(droplet_id, InvalidRequest(
-                    f"tagging droplet {droplet_id!r}: not a DigitalOcean droplet id")))
+                    f"{doing} droplet {droplet_id!r}: not a DigitalOcean droplet id")))
                 continue
             try:
-                if _not_found(self._assign_draining(droplet_id)):
-                    self._read(f"creating tag {DRAINING_TAG}",
-                               lambda: self._client.tags.create(body={"name": DRAINING_TAG}))
-                    self._assign_draining(droplet_id)  # a 404 now: the Droplet is gone
+                call(droplet_id)
             except (AuthError, RateLimited) as err:
                 stop = err
                 failures.append(DestroyFailure(droplet_id, err))
