@@ -728,6 +728,7 @@ class Controller:
             m.held.labels(p.pool).set(1 if p.held else 0)
             m.machines.labels(p.pool, "ready").set(p.ready)
             m.machines.labels(p.pool, "booting").set(p.booting)
+            m.machines.labels(p.pool, "draining").set(p.draining)
             for s in p.signals:
                 m.signal_missing.labels(p.pool, s.name).set(1 if s.missing else 0)
             counts = self._work_counts.get(p.pool)
@@ -780,7 +781,8 @@ def action_json(a: CreateAction | DestroyAction | DrainAction) -> dict[str, Any]
 
 def pool_plan_json(p: PoolPlan, notes: list[str] | None = None) -> dict[str, Any]:
     return {
-        "pool": p.pool, "provider": p.provider, "ready": p.ready, "booting": p.booting, "current": p.current,
+        "pool": p.pool, "provider": p.provider, "ready": p.ready, "booting": p.booting, "draining": p.draining,
+        "current": p.current,
         "recommendation": p.recommendation, "desired": p.desired, "held": p.held,
         "actions": [action_json(a) for a in p.actions],
         "reasons": [r.message for r in p.reasons] + list(notes or []),

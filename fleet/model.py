@@ -183,6 +183,7 @@ class PoolPlan:
     reasons: tuple[Reason, ...] = ()
     signals: tuple[SignalReading, ...] = ()
     held: bool = False  # nothing may change this tick (listing failed, provider blocked)
+    draining: int = 0  # machines draining (not capacity, still billed)
     demand_sample: float | None = None  # stored with the decision; fed back as PoolHistory.demand
 
     @property

@@ -416,6 +416,10 @@ def test_a_busy_machine_is_drained_tagged_and_destroyed_once_idle(serving, tmp_p
     (row,) = [r for r in ctl.store.unfinished_machines() if r.provider_id == c]
     assert row.state is MachineState.DRAINING
     assert plan.desired == 1 and any(r.code == "drain" for r in plan.reasons)
+    rig.clock.advance(15)
+    plan = ctl.tick().plan.pool("imagegen")  # the next plan sees it draining
+    assert plan.draining == 1 and ctl.metrics.registry.get_sample_value(
+        "fleet_pool_machines", {"pool": "imagegen", "state": "draining"}) == 1.0
 
     rig.clock.advance(15)  # still busy, within the drain: kept
     ctl.tick()

@@ -105,7 +105,7 @@ def decide_pool(
     ready = sum(1 for m in live if m.state is MachineState.READY)
     current = len(live)
     base = dict(pool=pool.name, provider=pool.provider, ready=ready, booting=current - ready, current=current,
-                signals=readings)
+                signals=readings, draining=sum(1 for m in view.machines if m.state is MachineState.DRAINING))
 
     if view.listing_error or view.provider_blocked:
         why = view.listing_error or view.provider_blocked
