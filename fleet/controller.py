@@ -35,6 +35,7 @@ from fleet.model import (
     PoolPlan,
     PoolView,
     SignalReading,
+    UndrainAction,
 )
 from fleet.policy import decide
 from fleet.policy.latency import history_window_s
@@ -483,6 +484,8 @@ class Controller:
                     self._destroy_planned(pool, action, obs, now, result)
                 elif isinstance(action, DrainAction):
                     self._drain_planned(pool, action, now, result)
+                elif isinstance(action, UndrainAction):
+                    self._undrain_planned(pool, action, now, result)
                 elif isinstance(action, CreateAction):
                     if self._create(pool, action, now, result) == "auth":
                         blocked.add(pool.provider)
@@ -531,28 +534,47 @@ class Controller:
             self._mark_draining(pool.provider, [v.provider_id for v in victims], result, pool.name)
             log.info(kv(event="draining", pool=pool.name, machines=",".join(v.provider_id for v in victims)))
 
-    def retry_drain_marks(self, obs: Observation, result: TickResult) -> None:
-        """Draining machines the provider lists without the draining tag (the tag call failed, or
-        we crashed between the state change and the call): tag them again."""
-        by_provider: dict[str, list[MachineRow]] = {}
-        for row in self.store.machines([MachineState.DRAINING]):
-            listed = {i.id: i for i in obs.listings.get(row.provider, [])}
-            inst = listed.get(row.provider_id)
-            if inst is not None and not inst.draining and row.provider not in obs.blocked:
-                by_provider.setdefault(row.provider, []).append(row)
-        for provider_name, rows in by_provider.items():
-            for row in rows:
-                self._mark_draining(provider_name, [row.provider_id], result, row.pool)
+    def _undrain_planned(self, pool: PoolConfig, action: UndrainAction, now: float, result: TickResult) -> None:
+        """Draining machines taken back: READY first, then the draining tag comes off."""
+        rows = {r.provider_id: r for r in self.store.unfinished_machines()
+                if r.provider == pool.provider and r.pool == pool.name}
+        back = [rows[i] for i in action.machine_ids if i in rows and rows[i].state is MachineState.DRAINING]
+        for row in back:
+            self.store.move(row, MachineState.READY, now, "taken back while draining: demand returned")
+        if back:
+            self._mark_draining(pool.provider, [r.provider_id for r in back], result, pool.name, draining=False)
+            log.info(kv(event="undrained", pool=pool.name, machines=",".join(r.provider_id for r in back)))
 
-    def _mark_draining(self, provider_name: str, ids: list[str], result: TickResult, pool: str) -> None:
+    def retry_drain_marks(self, obs: Observation, result: TickResult) -> None:
+        """The draining tag as the database says: a draining machine listed without it (the tag
+        call failed, or we crashed between the state change and the call) is tagged again, and a
+        ready one listed with it (taken back) has it taken off again."""
+        rows = {(r.provider, r.provider_id): r for r in self.store.unfinished_machines()
+                if r.state in (MachineState.DRAINING, MachineState.READY)}
+        for provider_name, listing in obs.listings.items():
+            if provider_name in obs.blocked:
+                continue
+            for inst in listing:
+                row = rows.get((provider_name, inst.id))
+                if row is None:
+                    continue
+                should = row.state is MachineState.DRAINING
+                if inst.draining != should:
+                    self._mark_draining(provider_name, [inst.id], result, row.pool, draining=should)
+
+    def _mark_draining(self, provider_name: str, ids: list[str], result: TickResult, pool: str,
+                       draining: bool = True) -> None:
+        provider = self.providers[provider_name]
         try:
-            failures = {f.id: f.error for f in self.providers[provider_name].mark_draining(ids)}
+            call = provider.mark_draining if draining else provider.unmark_draining
+            failures = {f.id: f.error for f in call(ids)}
         except ProviderError as exc:
             self._provider_error(provider_name, exc)
             failures = {i: exc for i in ids}
         for machine_id, err in failures.items():
             result.notes.setdefault(pool, []).append(
-                f"tagging {machine_id} draining failed, will retry: {err.kind}: {err}")
+                f"{'tagging' if draining else 'untagging'} {machine_id} draining failed, will retry: "
+                f"{err.kind}: {err}")
             log.warning(kv(event="drain_mark_failed", pool=pool, machine=machine_id, error=err.kind))
 
     def _still_idle(self, pool: PoolConfig, victims: list[MachineRow], obs: Observation, now: float,
@@ -772,7 +794,7 @@ def signal_json(s: SignalReading) -> dict[str, Any]:
             "error": s.error}
 
 
-def action_json(a: CreateAction | DestroyAction | DrainAction) -> dict[str, Any]:
+def action_json(a: CreateAction | DestroyAction | DrainAction | UndrainAction) -> dict[str, Any]:
     if isinstance(a, CreateAction):
         return {"action": "create", "count": a.count, "size": a.size, "region": a.region,
                 "price_hourly_usd": a.price_hourly_usd}

@@ -167,7 +167,16 @@ class DrainAction:
     action: str = "drain"
 
 
-Action = CreateAction | DestroyAction | DrainAction
+@dataclass(frozen=True)
+class UndrainAction:
+    """Draining machines taken back into the pool (warm, already billed) instead of buying."""
+
+    pool: str
+    machine_ids: tuple[str, ...]
+    action: str = "undrain"
+
+
+Action = CreateAction | DestroyAction | DrainAction | UndrainAction
 
 
 @dataclass(frozen=True)

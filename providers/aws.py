@@ -464,12 +464,18 @@ class AwsProvider:
     def mark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
         """Tag each instance `fleet-draining=true`, one call each (drains are few, and an
         unknown id fails a whole CreateTags call); a gone instance counts as marked."""
+        return self._each_instance(ids, f"tagging EC2 instance {{}} {DRAINING_TAG}", lambda i: self.ec2.create_tags(
+            Resources=[i], Tags=[{"Key": DRAINING_TAG, "Value": "true"}]))
+
+    def unmark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
+        return self._each_instance(ids, f"untagging EC2 instance {{}} {DRAINING_TAG}", lambda i: self.ec2.delete_tags(
+            Resources=[i], Tags=[{"Key": DRAINING_TAG}]))
+
+    def _each_instance(self, ids: Sequence[str], doing: str, call: Callable[[str], Any]) -> list[DestroyFailure]:
         failures = []
         for instance_id in dict.fromkeys(ids):
             try:
-                self._call(f"tagging EC2 instance {instance_id} {DRAINING_TAG}",
-                           lambda i=instance_id: self.ec2.create_tags(
-                               Resources=[i], Tags=[{"Key": DRAINING_TAG, "Value": "true"}]))
+                self._call(doing.format(instance_id), lambda i=instance_id: call(i))
             except ProviderError as err:
                 if _error_code(err) not in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
                     failures.append(DestroyFailure(instance_id, err))

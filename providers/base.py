@@ -23,6 +23,8 @@ Contract (checked by tests/provider_contract.py against every adapter):
 - `mark_draining(ids)` tags each machine with DRAINING_TAG (listed as
   `ProviderInstance.draining`).  Marking one that is already marked, or gone, succeeds.  It
   returns the ids it could not mark, with the reason, as `destroy` does.
+  `unmark_draining(ids)` takes the tag off again (a machine taken back into its pool), the
+  same way.
 - `headroom(target)` says how many more machines of this pool the account's
   quota admits, or `None` with a note when the quota cannot be known.
 - `price(size, region)` is the on-demand hourly USD price, or `None`.
@@ -227,6 +229,8 @@ class Provider(Protocol):
     def destroy(self, ids: Sequence[str]) -> list[DestroyFailure]: ...
 
     def mark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]: ...
+
+    def unmark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]: ...
 
     def headroom(self, target: PoolTarget) -> Headroom: ...
 

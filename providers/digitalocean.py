@@ -190,6 +190,16 @@ class DigitalOceanProvider:
 
         return self._each_droplet(dict.fromkeys(ids), "tagging", mark)
 
+    def unmark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
+        """Take the `fleet-draining` tag off each Droplet; a 404 (no such tag, or no such Droplet)
+        leaves nothing to take off."""
+        def unmark(droplet_id: str) -> None:
+            body = {"resources": [{"resource_id": droplet_id, "resource_type": "droplet"}]}
+            self._read(f"untagging droplet {droplet_id} {DRAINING_TAG}",
+                       lambda: self._client.tags.unassign_resources(tag_id=DRAINING_TAG, body=body))
+
+        return self._each_droplet(dict.fromkeys(ids), "untagging", unmark)
+
     def _each_droplet(self, ids: Iterable[str], doing: str, call: Callable[[str], Any]) -> list[DestroyFailure]:
         """`call` for each id; the ids that failed, with why.  After an auth error or a rate limit
         the rest are not tried: they would fail the same way."""

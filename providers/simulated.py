@@ -199,6 +199,16 @@ class SimulatedCloud:
         self._save()
         return []
 
+    def unmark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
+        self.calls.append("unmark_draining")
+        self._load()
+        for machine_id in ids:
+            machine = self._state.machines.get(machine_id)
+            if machine is not None:
+                machine.tags.pop(DRAINING_TAG, None)
+        self._save()
+        return []
+
     def headroom(self, target: PoolTarget) -> Headroom:
         self._load()
         count = self._headroom_count()

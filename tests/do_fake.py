@@ -395,8 +395,8 @@ class FakeDigitalOcean:
             tagged = sum(1 for d in self.droplets.values() if name in d["tags"])
             return 201, {"tag": {"name": name, "resources": {"count": tagged, "droplets": {"count": tagged}}}}
         match = re.fullmatch(r"/v2/tags/([^/]+)/resources", path)
-        if match and method == "POST":
-            return self._tag_resources(match.group(1), body)
+        if match and method in ("POST", "DELETE"):
+            return self._tag_resources(match.group(1), body, untag=method == "DELETE")
         if path == "/v2/sizes" and method == "GET":
             return self._page(query, "sizes", self.sizes)
         if path == "/v2/regions" and method == "GET":
@@ -407,9 +407,9 @@ class FakeDigitalOcean:
                 for r in regions])
         return _error(404, "not_found", "The resource you were accessing could not be found.")
 
-    def _tag_resources(self, tag: str, body: Any) -> tuple[int, Any]:
-        """POST /v2/tags/{tag}/resources: 404 for a tag that does not exist (or a Droplet that
-        does not), else 204; tagging twice changes nothing."""
+    def _tag_resources(self, tag: str, body: Any, untag: bool = False) -> tuple[int, Any]:
+        """POST (DELETE) /v2/tags/{tag}/resources: 404 for a tag that does not exist (or a
+        Droplet that does not), else 204; tagging (untagging) twice changes nothing."""
         if tag not in self.tag_names:
             return _error(404, "not_found", "The resource you were accessing could not be found.")
         resources = body.get("resources") if isinstance(body, dict) else None
@@ -425,7 +425,9 @@ class FakeDigitalOcean:
                 return _error(404, "not_found", "The resource you were accessing could not be found.")
             targets.append(droplet)
         for droplet in targets:
-            if tag not in droplet["tags"]:
+            if untag and tag in droplet["tags"]:
+                droplet["tags"].remove(tag)
+            elif not untag and tag not in droplet["tags"]:
                 droplet["tags"].append(tag)
         return 204, None
 

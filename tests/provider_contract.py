@@ -158,3 +158,15 @@ def test_contract_mark_draining_tags_machines_and_a_gone_one_is_no_failure(harne
     other = harness.provider.create(LaunchSpec(target=harness.target(), count=1, token=_token()))
     harness.settle()
     assert _listed(harness)[other.instances[0].id].draining is False
+
+
+def test_contract_unmark_draining_takes_the_tag_off_and_a_gone_one_is_no_failure(harness: Harness) -> None:
+    result = harness.provider.create(LaunchSpec(target=harness.target(), count=2, token=_token()))
+    harness.settle()
+    first, second = (i.id for i in result.instances)
+    assert harness.provider.mark_draining([first, second]) == []
+    assert harness.provider.destroy([second]) == []
+    harness.settle()
+    assert harness.provider.unmark_draining([first, second]) == []
+    assert harness.provider.unmark_draining([first]) == []  # again: no change, no error
+    assert _listed(harness)[first].draining is False

@@ -114,6 +114,29 @@ def test_with_drain_busy_machines_are_drained_and_a_drain_ends_when_idle_or_late
     assert "d1" in codes["drained"] and "d3 (work 3)" in codes["drain_timeout"]
 
 
+def test_demand_returning_takes_draining_machines_back_before_buying():
+    config = _pool_config(machine_work={"url": "http://p", "preset": "vllm", "drain_timeout_s": 300})
+    now = 10_000.0
+
+    def draining(i: int, work: float) -> Machine:
+        return Machine(id=f"d{i}", pool="p", state=MachineState.DRAINING, size="gpu-h100x1-80gb", region="",
+                       price_hourly_usd=3.0, created_at=0.0, ready_at=100.0, work_left=work,
+                       draining_since=now - 60)
+
+    machines = (_ready(1, 1.0), draining(1, 0.0), draining(2, 3.0))
+    view = PoolView(name="p", machines=machines, machine_work="read", launch_price_hourly_usd=3.0)
+
+    def plan_for(queue: float):
+        return decide(config, Fleet({"p": view}), {"p": (_reading(queue),)}, History(), now).pool("p")
+
+    two = plan_for(2.0)  # one more machine: the busier draining one comes back, the idle one goes
+    assert {a.action: a.machine_ids for a in two.actions} == {"undrain": ("d2",), "destroy": ("d1",)}
+    four = plan_for(4.0)  # three more: both come back, one is bought
+    acts = {a.action: a for a in four.actions}
+    assert acts["undrain"].machine_ids == ("d2", "d1") and acts["create"].count == 1
+    assert "destroy" not in acts
+
+
 def _reading(value: float):
     from fleet.model import SignalReading
 
@@ -476,3 +499,23 @@ def test_a_drain_tag_lost_to_a_crash_is_put_on_next_tick(serving, tmp_path):
     rig.clock.advance(15)
     rig.controller().tick()
     assert {m.id for m in rig.cloud.all_machines() if m.draining} == {a}
+
+
+@pytest.mark.prometheus
+def test_a_draining_machine_is_taken_back_when_demand_returns(serving, tmp_path):
+    rig = _drain_rig(tmp_path, serving.server.url)
+    ctl = rig.controller()
+    a, b = _up(rig, ctl, queue=8)
+    serving.set({a: 2, b: 1})
+    rig.set(queue=4)
+    rig.clock.advance(15)
+    ctl.tick()
+    assert {m.id for m in rig.cloud.all_machines() if m.draining} == {b}
+    rig.set(queue=8)  # demand is back before b's drain ended
+    rig.clock.advance(15)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert rig.cloud_ids() == {a, b}  # nothing bought
+    assert not any(m.draining for m in rig.cloud.all_machines())
+    (row,) = [r for r in ctl.store.unfinished_machines() if r.provider_id == b]
+    assert row.state is MachineState.READY
+    assert any(r.code == "undrain" for r in plan.reasons)

@@ -112,6 +112,25 @@ def test_draining_machine_finishes_its_work_then_goes() -> None:
     assert result.gone == [50.0]  # destroyed at 10 while busy: drained, gone when its request ended
 
 
+def test_a_draining_machine_taken_back_serves_the_queue_again() -> None:
+    # one machine, 1 slot: a request at 0 holds it 50 s; it is drained at 10 and taken back at 20,
+    # so the request arriving at 30 waits for the first (there is no other machine to boot)
+    @dataclass
+    class DrainThenUndrain:
+        tick_s: float = 10.0
+        name: str = "script"
+
+        def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
+            if now == 10.0:
+                engine.destroy([0])
+            if now == 20.0:
+                engine.undrain([0])
+
+    result = run(from_arrays([0, 30], [50, 10]), settings(initial_ready=1), DrainThenUndrain())
+    assert result.waits.tolist() == [0, 20]
+    assert result.gone == [60.0]  # at the end of the run, not at 50 when its drain would have ended
+
+
 def test_signal_lag_reads_the_queue_as_it_was() -> None:
     # requests at 0..4 holding 100 s, 1 slot, one machine: at t=10 the queue is 4 waiting + 1 busy;
     # with lag 10 s the reading at t=10 shows t=0 after the first arrival is processed

@@ -35,6 +35,7 @@ from fleet.model import (
     PoolView,
     Reason,
     SignalReading,
+    UndrainAction,
 )
 from fleet.policy.recommend import describe, recommend
 from fleet.policy.removal import choose_victims
@@ -145,14 +146,23 @@ def decide_pool(
     desired = _budget(pool, view, desired, current, budget, reasons)
 
     actions: list[Action] = []
-    if desired > current:
-        price = view.launch_price_hourly_usd or 0.0
-        actions.append(CreateAction(pool=pool.name, count=desired - current, size=pool.size[0],
-                                    region=pool.region[0] if pool.region else "", price_hourly_usd=price))
-        budget.burn += (desired - current) * price
-    chosen = choose_victims(live, current - desired, keep_booting=pool.latency_budget_s is not None)
     drain_timeout = pool.machine_work.drain_timeout_s if pool.machine_work is not None else None
-    drained = _drained(view, drain_timeout, now, reasons)
+    draining = [m for m in view.machines if m.state is MachineState.DRAINING] if drain_timeout is not None else []
+    # a draining machine is warm and already billed: take it back before buying (the busiest first:
+    # an idle one was about to go anyway)
+    undrained = sorted(draining, key=lambda m: (-m.work_left, m.id))[:max(0, desired - current)]
+    if undrained:
+        actions.append(UndrainAction(pool=pool.name, machine_ids=tuple(m.id for m in undrained)))
+        reasons.append(Reason("undrain", f"taking back {len(undrained)} draining machine(s) instead of buying: "
+                                         + ", ".join(m.id for m in undrained)))
+    if desired > current + len(undrained):
+        price = view.launch_price_hourly_usd or 0.0
+        count = desired - current - len(undrained)
+        actions.append(CreateAction(pool=pool.name, count=count, size=pool.size[0],
+                                    region=pool.region[0] if pool.region else "", price_hourly_usd=price))
+        budget.burn += count * price
+    chosen = choose_victims(live, current - desired, keep_booting=pool.latency_budget_s is not None)
+    drained = _drained(view, {m.id for m in undrained}, drain_timeout, now, reasons)
     if view.machine_work is not None:
         reasons.append(Reason("machine_work", view.machine_work))
         busy = [m for m in chosen if m.state is MachineState.READY and m.work_left > 0]
@@ -175,12 +185,13 @@ def decide_pool(
                     reasons=tuple(reasons), demand_sample=demand_sample, **base)
 
 
-def _drained(view: PoolView, timeout: float | None, now: float, reasons: list[Reason]) -> tuple[Machine, ...]:
+def _drained(view: PoolView, kept: set[str], timeout: float | None, now: float,
+             reasons: list[Reason]) -> tuple[Machine, ...]:
     """Draining machines whose drain is over: they read idle, or the drain timed out (or the pool
-    drains no more: `timeout` None)."""
+    drains no more: `timeout` None).  `kept`: taken back into the pool this tick."""
     idle, late = [], []
     for m in view.machines:
-        if m.state is not MachineState.DRAINING:
+        if m.state is not MachineState.DRAINING or m.id in kept:
             continue
         if m.work_left <= 0:
             idle.append(m)

@@ -185,6 +185,13 @@ class Engine:
                 else:
                     self.draining[m] = True
 
+    def undrain(self, machines: list[int]) -> None:
+        """Take draining machines back: ready again, and serving the queue."""
+        for m in machines:
+            if self.gone_at[m] is None and self.draining[m]:
+                self.draining[m] = False
+                self._on_ready(self.now, m)
+
     def state_of(self, m: int) -> str:
         if self.draining[m]:
             return "draining"

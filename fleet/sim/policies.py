@@ -31,6 +31,7 @@ from fleet.model import (
     PoolHistory,
     PoolView,
     SignalReading,
+    UndrainAction,
 )
 from fleet.policy.latency import history_window_s
 from fleet.signals.collect import signal_name
@@ -177,6 +178,8 @@ class FleetController:
             if isinstance(action, CreateAction):
                 engine.create(action.count, action.price_hourly_usd or self.price)
                 self._last_up = now
+            elif isinstance(action, UndrainAction):
+                engine.undrain([int(i) for i in action.machine_ids])
             elif isinstance(action, DestroyAction | DrainAction):
                 # the simulated cloud drains a busy machine it is asked to destroy (no new work,
                 # gone when its work is done): what a drain does behind a load balancer honouring it

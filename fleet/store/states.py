@@ -14,7 +14,7 @@ LEGAL_MOVES: dict[S, frozenset[S]] = {
     S.REQUESTED: frozenset({S.BOOTING, S.READY, S.TERMINATING, S.TERMINATED, S.FAILED}),
     S.BOOTING: frozenset({S.READY, S.DRAINING, S.TERMINATING, S.TERMINATED, S.FAILED}),
     S.READY: frozenset({S.BOOTING, S.DRAINING, S.TERMINATING, S.TERMINATED, S.FAILED}),
-    S.DRAINING: frozenset({S.TERMINATING, S.TERMINATED, S.FAILED}),
+    S.DRAINING: frozenset({S.READY, S.TERMINATING, S.TERMINATED, S.FAILED}),  # READY: taken back
     S.TERMINATING: frozenset({S.TERMINATED}),
     S.FAILED: frozenset({S.TERMINATING, S.TERMINATED}),
     # only when the provider lists it again: a listing that missed it for a while closed it
