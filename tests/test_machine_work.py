@@ -519,3 +519,41 @@ def test_a_draining_machine_is_taken_back_when_demand_returns(serving, tmp_path)
     (row,) = [r for r in ctl.store.unfinished_machines() if r.provider_id == b]
     assert row.state is MachineState.READY
     assert any(r.code == "undrain" for r in plan.reasons)
+
+
+@pytest.mark.prometheus
+def test_on_digitalocean_a_busy_droplet_is_drained_by_tag_and_destroyed_once_idle(serving, tmp_path):
+    from tests.clock import FakeClock
+    from tests.do_fake import FakeDigitalOcean, OpenApiCheck
+    from tests.test_digitalocean_e2e import TOKEN
+    from tests.test_digitalocean_e2e import controller as do_controller
+
+    clock = FakeClock()
+    signals = tmp_path / "signals.json"
+    signals.write_text('{"queue": 8}')
+    with FakeDigitalOcean(token=TOKEN, clock=clock, boot_seconds=120) as fake:
+        ctl = do_controller(fake, clock, tmp_path, queue=None, scale_down_cooldown_s=0,
+                            scale_down_stabilization_s=0, tolerance=0,
+                            machine_work={"url": serving.server.url, "preset": "vllm", "timeout_s": 2,
+                                          "selector": {"model_name": "gen"}, "drain_timeout_s": 600})
+        ctl.tick()
+        clock.advance(130)
+        ctl.tick()
+        droplets = {str(d["id"]): d for d in fake.live()}
+        a, b = sorted(droplets, key=int)
+
+        def address(droplet_id: str) -> str:
+            (net,) = [n for n in droplets[droplet_id]["networks"]["v4"] if n["type"] == "private"]
+            return net["ip_address"]
+
+        serving.set({a: 3, b: 1}, address=address)
+        signals.write_text('{"queue": 4}')
+        clock.advance(15)
+        ctl.tick()
+        tags = {str(d["id"]): d["tags"] for d in fake.live()}
+        assert "fleet-draining" in tags[b] and "fleet-draining" not in tags[a]
+        serving.set({a: 3, b: 0}, address=address)
+        clock.advance(15)
+        ctl.tick()
+        assert {str(d["id"]) for d in fake.live()} == {a}
+        OpenApiCheck().all(fake.requests)  # the tag calls too, against their schemas
