@@ -105,8 +105,9 @@ def decide_pool(
                  and m.state in (*_NOT_READY, MachineState.READY))
     ready = sum(1 for m in live if m.state is MachineState.READY)
     current = len(live)
+    draining = [m for m in view.machines if m.state is MachineState.DRAINING]  # billed, not capacity
     base = dict(pool=pool.name, provider=pool.provider, ready=ready, booting=current - ready, current=current,
-                signals=readings, draining=sum(1 for m in view.machines if m.state is MachineState.DRAINING))
+                signals=readings, draining=len(draining))
 
     if view.listing_error or view.provider_blocked:
         why = view.listing_error or view.provider_blocked
@@ -147,10 +148,10 @@ def decide_pool(
 
     actions: list[Action] = []
     drain_timeout = pool.machine_work.drain_timeout_s if pool.machine_work is not None else None
-    draining = [m for m in view.machines if m.state is MachineState.DRAINING] if drain_timeout is not None else []
     # a draining machine is warm and already billed: take it back before buying (the busiest first:
     # an idle one was about to go anyway)
-    undrained = sorted(draining, key=lambda m: (-m.work_left, m.id))[:max(0, desired - current)]
+    undrained = (sorted(draining, key=lambda m: (-m.work_left, m.id))[:max(0, desired - current)]
+                 if drain_timeout is not None and draining and desired > current else [])
     if undrained:
         actions.append(UndrainAction(pool=pool.name, machine_ids=tuple(m.id for m in undrained)))
         reasons.append(Reason("undrain", f"taking back {len(undrained)} draining machine(s) instead of buying: "
@@ -162,7 +163,7 @@ def decide_pool(
                                     region=pool.region[0] if pool.region else "", price_hourly_usd=price))
         budget.burn += count * price
     chosen = choose_victims(live, current - desired, keep_booting=pool.latency_budget_s is not None)
-    drained = _drained(view, {m.id for m in undrained}, drain_timeout, now, reasons)
+    drained = _drained(draining, {m.id for m in undrained}, drain_timeout, now, reasons) if draining else ()
     if view.machine_work is not None:
         reasons.append(Reason("machine_work", view.machine_work))
         busy = [m for m in chosen if m.state is MachineState.READY and m.work_left > 0]
@@ -185,13 +186,13 @@ def decide_pool(
                     reasons=tuple(reasons), demand_sample=demand_sample, **base)
 
 
-def _drained(view: PoolView, kept: set[str], timeout: float | None, now: float,
+def _drained(draining: Sequence[Machine], kept: set[str], timeout: float | None, now: float,
              reasons: list[Reason]) -> tuple[Machine, ...]:
     """Draining machines whose drain is over: they read idle, or the drain timed out (or the pool
     drains no more: `timeout` None).  `kept`: taken back into the pool this tick."""
     idle, late = [], []
-    for m in view.machines:
-        if m.state is not MachineState.DRAINING or m.id in kept:
+    for m in draining:
+        if m.id in kept:
             continue
         if m.work_left <= 0:
             idle.append(m)
