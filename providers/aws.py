@@ -451,15 +451,8 @@ class AwsProvider:
         return []
 
     def _terminate_each(self, ids: list[str]) -> list[DestroyFailure]:
-        failures = []
-        for instance_id in ids:
-            try:
-                self._call(f"terminating EC2 instance {instance_id}",
-                           lambda i=instance_id: self.ec2.terminate_instances(InstanceIds=[i]))
-            except ProviderError as err:
-                if _error_code(err) not in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                    failures.append(DestroyFailure(instance_id, err))
-        return failures
+        return self._each_instance(ids, "terminating EC2 instance {}",
+                                   lambda i: self.ec2.terminate_instances(InstanceIds=[i]))
 
     def mark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
         """Tag each instance `fleet-draining=true`, one call each (drains are few, and an
@@ -472,6 +465,8 @@ class AwsProvider:
             Resources=[i], Tags=[{"Key": DRAINING_TAG}]))
 
     def _each_instance(self, ids: Sequence[str], doing: str, call: Callable[[str], Any]) -> list[DestroyFailure]:
+        """`call` for each id, one request each; the ids that failed, with why.  An unknown id is
+        no failure: the instance is gone."""
         failures = []
         for instance_id in dict.fromkeys(ids):
             try:

@@ -190,21 +190,21 @@ class SimulatedCloud:
         return []
 
     def mark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
-        self.calls.append("mark_draining")
-        self._load()
-        for machine_id in ids:
-            machine = self._state.machines.get(machine_id)
-            if machine is not None and machine.destroyed_at is None:
-                machine.tags[DRAINING_TAG] = "true"
-        self._save()
-        return []
+        return self._tag_draining(ids, True)
 
     def unmark_draining(self, ids: Sequence[str]) -> list[DestroyFailure]:
-        self.calls.append("unmark_draining")
+        return self._tag_draining(ids, False)
+
+    def _tag_draining(self, ids: Sequence[str], on: bool) -> list[DestroyFailure]:
+        self.calls.append("mark_draining" if on else "unmark_draining")
         self._load()
         for machine_id in ids:
             machine = self._state.machines.get(machine_id)
-            if machine is not None:
+            if machine is None or machine.destroyed_at is not None:
+                continue  # gone: nothing to (un)mark
+            if on:
+                machine.tags[DRAINING_TAG] = "true"
+            else:
                 machine.tags.pop(DRAINING_TAG, None)
         self._save()
         return []

@@ -8,12 +8,12 @@ then never answers) becomes a missing reading instead of stalling the tick.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from fleet.config import PoolConfig, SignalConfig
+from fleet.config import MachineWorkConfig, PoolConfig, SignalConfig
 from fleet.model import SignalReading
 from fleet.signals import SourceReading, read_source
 from fleet.signals.machine_work import MachineWorkReading
@@ -100,45 +100,47 @@ def read_everything(pools: Sequence[PoolConfig]
                     ) -> tuple[dict[str, tuple[SignalReading, ...]], dict[str, MachineWorkReading]]:
     """Every pool's signals and, for pools that have one, its per-machine work, read at once."""
     started = time.monotonic()
-    jobs = []
-    for pool in pools:
-        for i, signal in enumerate(pool.signals):
-            future, stuck_s = _submit((pool.name, i, signal.model_dump_json()), started, read_signal, i, signal)
-            jobs.append((pool.name, i, signal, future, stuck_s))
-    work_jobs = []
-    for pool in pools:
-        if pool.machine_work is not None:
-            cfg = pool.machine_work
-            future, stuck_s = _submit((pool.name, -1, cfg.model_dump_json()), started, read_machine_work, cfg)
-            work_jobs.append((pool.name, cfg, future, stuck_s))
+    jobs = [(pool.name, i, signal, *_submit((pool.name, i, signal.model_dump_json()), started, read_signal, i, signal))
+            for pool in pools for i, signal in enumerate(pool.signals)]
+    work_jobs = [(pool.name, *_submit_work(pool, started)) for pool in pools if pool.machine_work is not None]
     out: dict[str, list[SignalReading]] = {pool.name: [] for pool in pools}
     for pool_name, i, signal, future, stuck_s in jobs:
-        budget = _timeout(signal) + GRACE_S
-        if future is None:
-            reading = _no_answer(i, signal, _hangs(stuck_s))
-        else:
-            try:
-                reading = future.result(timeout=max(0.0, started + budget - time.monotonic()))
-            except FutureTimeout:
-                reading = _no_answer(i, signal, f"no answer within {budget:g}s: the source did not respond")
-        out[pool_name].append(reading)
-    work: dict[str, MachineWorkReading] = {}
-    for pool_name, cfg, future, stuck_s in work_jobs:
-        budget = cfg.timeout_s + GRACE_S
-        if future is None:
-            work[pool_name] = MachineWorkReading(None, describe_machine_work(cfg), _hangs(stuck_s))
-            continue
-        try:
-            work[pool_name] = future.result(timeout=max(0.0, started + budget - time.monotonic()))
-        except FutureTimeout:
-            work[pool_name] = MachineWorkReading(None, describe_machine_work(cfg), f"no answer within "
-                                                 f"{budget:g}s: the source did not respond")
+        out[pool_name].append(_await(future, stuck_s, started, _timeout(signal) + GRACE_S,
+                                     lambda why, i=i, signal=signal: _no_answer(i, signal, why)))
+    work = {pool_name: _await_work(cfg, future, stuck_s, started) for pool_name, cfg, future, stuck_s in work_jobs}
     return {name: tuple(readings) for name, readings in out.items()}, work
 
 
 def read_pool_machine_work(pool: PoolConfig) -> MachineWorkReading | None:
     """The pool's per-machine work now (the re-check before a destroy); None without one."""
-    return read_everything([pool.model_copy(update={"signals": ()})])[1].get(pool.name)
+    if pool.machine_work is None:
+        return None
+    started = time.monotonic()
+    return _await_work(*_submit_work(pool, started), started)
+
+
+def _submit_work(pool: PoolConfig, started: float) -> tuple[MachineWorkConfig, Future[Any] | None, float]:
+    cfg = pool.machine_work
+    assert cfg is not None
+    return (cfg, *_submit((pool.name, -1, cfg.model_dump_json()), started, read_machine_work, cfg))
+
+
+def _await_work(cfg: MachineWorkConfig, future: Future[Any] | None, stuck_s: float,
+                started: float) -> MachineWorkReading:
+    return _await(future, stuck_s, started, cfg.timeout_s + GRACE_S,
+                  lambda why: MachineWorkReading(None, describe_machine_work(cfg), why))
+
+
+def _await(future: Future[Any] | None, stuck_s: float, started: float, budget: float,
+           missing: Callable[[str], Any]) -> Any:
+    """The read's answer within `budget` seconds of `started`, or `missing(why)`: it hangs from
+    an earlier tick (no future), or it did not answer in time."""
+    if future is None:
+        return missing(_hangs(stuck_s))
+    try:
+        return future.result(timeout=max(0.0, started + budget - time.monotonic()))
+    except FutureTimeout:
+        return missing(f"no answer within {budget:g}s: the source did not respond")
 
 
 def _hangs(stuck_s: float) -> str:
