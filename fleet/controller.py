@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -358,16 +358,14 @@ class Controller:
         """Each ready machine's work from the pool's per-machine reading, and a summary."""
         cfg = pool.machine_work
         assert cfg is not None
-        keys = _machine_keys(cfg.match, [inst for inst in listing if inst.pool == pool.name])
-        matched = _any_matched(reading, keys.values())
+        key_of, matched = _work_keys(pool, listing, reading)
         out: list[Machine] = []
         counts: Counter[str] = Counter()
         for m in machines:
             if m.state not in (MachineState.READY, MachineState.DRAINING):
                 out.append(m)
                 continue
-            work, kind = self._work_of(pool, m.id, keys.get(m.id, m.id if cfg.match == "id" else None),
-                                       reading, matched, now, seen_at)
+            work, kind = self._work_of(pool, m.id, key_of(m.id), reading, matched, now, seen_at)
             if m.state is MachineState.READY:
                 counts[kind] += 1
             out.append(replace(m, work_left=work))
@@ -482,20 +480,22 @@ class Controller:
             for action in pool_plan.actions:
                 if isinstance(action, DestroyAction):
                     self._destroy_planned(pool, action, obs, now, result)
-                elif isinstance(action, DrainAction):
+                elif isinstance(action, DrainAction | UndrainAction):
                     self._drain_planned(pool, action, now, result)
-                elif isinstance(action, UndrainAction):
-                    self._undrain_planned(pool, action, now, result)
                 elif isinstance(action, CreateAction):
                     if self._create(pool, action, now, result) == "auth":
                         blocked.add(pool.provider)
                         break
 
+    def _pool_rows(self, pool: PoolConfig) -> dict[str, MachineRow]:
+        """The pool's machines as the database has them now (the re-check before acting)."""
+        return {r.provider_id: r for r in self.store.unfinished_machines()
+                if r.provider == pool.provider and r.pool == pool.name}
+
     def _destroy_planned(self, pool: PoolConfig, action: DestroyAction, obs: Observation, now: float,
                          result: TickResult) -> None:
         # Re-check just before destroying: still ours, still in this pool, not already on its way out.
-        rows = {r.provider_id: r for r in self.store.unfinished_machines()
-                if r.provider == pool.provider and r.pool == pool.name}
+        rows = self._pool_rows(pool)
         victims = [rows[i] for i in action.machine_ids if i in rows and rows[i].state in (
             MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY, MachineState.DRAINING,
             MachineState.FAILED)]
@@ -518,32 +518,27 @@ class Controller:
                                  f"destroy requested for {len(victims) - failed}/{len(victims)}",
                                  launched=len(victims) - failed)
 
-    def _drain_planned(self, pool: PoolConfig, action: DrainAction, now: float, result: TickResult) -> None:
-        """Busy machines leave the pool: DRAINING first (the intent, and the drain clock), then
-        the provider's draining tag, which a load balancer or service discovery can honour."""
-        rows = {r.provider_id: r for r in self.store.unfinished_machines()
-                if r.provider == pool.provider and r.pool == pool.name}
-        victims = [rows[i] for i in action.machine_ids if i in rows and rows[i].state is MachineState.READY]
-        skipped = set(action.machine_ids) - {v.provider_id for v in victims}
+    def _drain_planned(self, pool: PoolConfig, action: DrainAction | UndrainAction, now: float,
+                       result: TickResult) -> None:
+        """Busy machines leave the pool (DrainAction), or draining ones are taken back
+        (UndrainAction): the state first (the intent, and for a drain its clock), then the
+        provider's draining tag, which a load balancer or service discovery can honour."""
+        draining = isinstance(action, DrainAction)
+        before, after = ((MachineState.READY, MachineState.DRAINING) if draining
+                         else (MachineState.DRAINING, MachineState.READY))
+        rows = self._pool_rows(pool)
+        moved = [rows[i] for i in action.machine_ids if i in rows and rows[i].state is before]
+        skipped = set(action.machine_ids) - {r.provider_id for r in moved}
         if skipped:
             result.notes.setdefault(pool.name, []).append(
-                f"not draining {', '.join(sorted(skipped))}: changed since the plan")
-        for victim in victims:
-            self.store.move(victim, MachineState.DRAINING, now, "scale down: busy, draining")
-        if victims:
-            self._mark_draining(pool.provider, [v.provider_id for v in victims], result, pool.name)
-            log.info(kv(event="draining", pool=pool.name, machines=",".join(v.provider_id for v in victims)))
-
-    def _undrain_planned(self, pool: PoolConfig, action: UndrainAction, now: float, result: TickResult) -> None:
-        """Draining machines taken back: READY first, then the draining tag comes off."""
-        rows = {r.provider_id: r for r in self.store.unfinished_machines()
-                if r.provider == pool.provider and r.pool == pool.name}
-        back = [rows[i] for i in action.machine_ids if i in rows and rows[i].state is MachineState.DRAINING]
-        for row in back:
-            self.store.move(row, MachineState.READY, now, "taken back while draining: demand returned")
-        if back:
-            self._mark_draining(pool.provider, [r.provider_id for r in back], result, pool.name, draining=False)
-            log.info(kv(event="undrained", pool=pool.name, machines=",".join(r.provider_id for r in back)))
+                f"not {'draining' if draining else 'taking back'} {', '.join(sorted(skipped))}: changed since "
+                "the plan")
+        for row in moved:
+            self.store.move(row, after, now, "scale down: busy, draining" if draining
+                            else "taken back while draining: demand returned")
+        if moved:
+            self._mark_draining(pool.provider, moved, result, draining)
+            log.info(kv(event=action.action, pool=pool.name, machines=",".join(r.provider_id for r in moved)))
 
     def retry_drain_marks(self, obs: Observation, result: TickResult) -> None:
         """The draining tag as the database says: a draining machine listed without it (the tag
@@ -554,28 +549,33 @@ class Controller:
         for provider_name, listing in obs.listings.items():
             if provider_name in obs.blocked:
                 continue
+            wrong: dict[bool, list[MachineRow]] = {True: [], False: []}  # should be draining -> rows
             for inst in listing:
                 row = rows.get((provider_name, inst.id))
-                if row is None:
-                    continue
-                should = row.state is MachineState.DRAINING
-                if inst.draining != should:
-                    self._mark_draining(provider_name, [inst.id], result, row.pool, draining=should)
+                if row is not None and inst.draining != (row.state is MachineState.DRAINING):
+                    wrong[row.state is MachineState.DRAINING].append(row)
+            for draining, fix in wrong.items():
+                if fix:
+                    self._mark_draining(provider_name, fix, result, draining)
 
-    def _mark_draining(self, provider_name: str, ids: list[str], result: TickResult, pool: str,
-                       draining: bool = True) -> None:
+    def _mark_draining(self, provider_name: str, rows: list[MachineRow], result: TickResult,
+                       draining: bool) -> None:
         provider = self.providers[provider_name]
+        ids = [r.provider_id for r in rows]
         try:
             call = provider.mark_draining if draining else provider.unmark_draining
             failures = {f.id: f.error for f in call(ids)}
         except ProviderError as exc:
             self._provider_error(provider_name, exc)
             failures = {i: exc for i in ids}
-        for machine_id, err in failures.items():
-            result.notes.setdefault(pool, []).append(
-                f"{'tagging' if draining else 'untagging'} {machine_id} draining failed, will retry: "
+        for row in rows:
+            err = failures.get(row.provider_id)
+            if err is None:
+                continue
+            result.notes.setdefault(row.pool, []).append(
+                f"{'tagging' if draining else 'untagging'} {row.provider_id} draining failed, will retry: "
                 f"{err.kind}: {err}")
-            log.warning(kv(event="drain_mark_failed", pool=pool, machine=machine_id, error=err.kind))
+            log.warning(kv(event="drain_mark_failed", pool=row.pool, machine=row.provider_id, error=err.kind))
 
     def _still_idle(self, pool: PoolConfig, victims: list[MachineRow], obs: Observation, now: float,
                     result: TickResult) -> list[MachineRow]:
@@ -583,18 +583,14 @@ class Controller:
         since the plan (or can no longer be read) is kept.  Machines not ready carry no work."""
         if not any(v.state is MachineState.READY for v in victims):
             return victims
-        cfg = pool.machine_work
-        assert cfg is not None
         reading = read_pool_machine_work(pool)
-        keys = _machine_keys(cfg.match, [inst for inst in obs.listings.get(pool.provider, [])
-                                         if inst.pool == pool.name])
-        matched = _any_matched(reading, keys.values())
+        key_of, matched = _work_keys(pool, obs.listings.get(pool.provider, []), reading)
         seen_at = dict(self._work_seen_at)
         keep, kept = [], []
         for v in victims:
             if v.state is MachineState.READY:
-                key = keys.get(v.provider_id, v.provider_id if cfg.match == "id" else None)
-                work, kind = self._work_of(pool, v.provider_id, key, reading, matched, now, seen_at)
+                work, kind = self._work_of(pool, v.provider_id, key_of(v.provider_id), reading, matched, now,
+                                           seen_at)
                 if work > 0:
                     kept.append(f"{v.provider_id} ({kind}{'' if math.isinf(work) else f' {work:g}'})")
                     continue
@@ -762,17 +758,17 @@ class Controller:
                 m.spend_mtd.labels(pool).set(amount)
 
 
-def _machine_keys(match: str, listing: list[ProviderInstance]) -> dict[str, str]:
-    """Machine id -> what its per-machine series are keyed by (`match`), where the listing says."""
-    field_of = {"private_ip": "private_ip", "public_ip": "public_ip", "name": "name", "id": "id"}[match]
-    return {inst.id: value for inst in listing if (value := getattr(inst, field_of))}
-
-
-def _any_matched(reading: MachineWorkReading | None, keys: Iterable[str]) -> bool:
-    """Whether the reading has a series (readable or not) for any of these machines."""
-    if reading is None or reading.work is None:
-        return False
-    return any(k in reading.work or k in reading.unreadable for k in keys)
+def _work_keys(pool: PoolConfig, listing: list[ProviderInstance], reading: MachineWorkReading | None,
+               ) -> tuple[Callable[[str], str | None], bool]:
+    """What a machine's per-machine series is keyed by (its `match` field, as the listing shows
+    it; an unlisted machine has only its id), and whether the reading has a series (readable or
+    not) for any listed machine of the pool."""
+    assert pool.machine_work is not None
+    match = pool.machine_work.match  # a ProviderInstance field: private_ip, public_ip, name or id
+    keys = {inst.id: value for inst in listing if inst.pool == pool.name and (value := getattr(inst, match))}
+    matched = reading is not None and reading.work is not None and any(
+        k in reading.work or k in reading.unreadable for k in keys.values())
+    return (lambda machine_id: keys.get(machine_id, machine_id if match == "id" else None)), matched
 
 
 def _machine_from_row(r: MachineRow) -> Machine:
