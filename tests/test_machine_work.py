@@ -3,6 +3,8 @@ scale-down rule in `decide`, and the controller keeping busy machines until they
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import time
 
@@ -387,8 +389,11 @@ def test_prometheus_down_removes_no_ready_machine(tmp_path):
     assert any(r.code == "machine_work" and "missing" in r.message for r in plan.reasons)
 
 
-@pytest.mark.prometheus
-def test_on_digitalocean_a_busy_droplet_is_matched_by_its_private_address_and_kept(serving, tmp_path):
+@contextlib.contextmanager
+def _on_digitalocean(serving, tmp_path, queue: int, **work):
+    """A DigitalOcean pool (pydo, the fake API) whose Droplets booted for `queue` requests, its
+    queue read from a file; yields the fake, its clock, the controller, the signals file, the
+    Droplet ids and `address` (a Droplet's private IPv4, as the API showed it)."""
     from tests.clock import FakeClock
     from tests.do_fake import FakeDigitalOcean
     from tests.test_digitalocean_e2e import TOKEN
@@ -396,22 +401,28 @@ def test_on_digitalocean_a_busy_droplet_is_matched_by_its_private_address_and_ke
 
     clock = FakeClock()
     signals = tmp_path / "signals.json"
-    signals.write_text('{"queue": 12}')
+    signals.write_text(json.dumps({"queue": queue}))
     with FakeDigitalOcean(token=TOKEN, clock=clock, boot_seconds=120) as fake:
         ctl = do_controller(fake, clock, tmp_path, queue=None, scale_down_cooldown_s=0,
                             scale_down_stabilization_s=0, tolerance=0,
                             machine_work={"url": serving.server.url, "preset": "vllm", "timeout_s": 2,
-                                          "selector": {"model_name": "gen"}})
+                                          "selector": {"model_name": "gen"}, **work})
         ctl.tick()
         clock.advance(130)  # active, with addresses
         ctl.tick()
         droplets = {str(d["id"]): d for d in fake.live()}  # as the API shows them
-        a, b, c = sorted(droplets, key=int)
 
         def address(droplet_id: str) -> str:
             (net,) = [n for n in droplets[droplet_id]["networks"]["v4"] if n["type"] == "private"]
             return net["ip_address"]
 
+        yield fake, clock, ctl, signals, sorted(droplets, key=int), address
+
+
+@pytest.mark.prometheus
+def test_on_digitalocean_a_busy_droplet_is_matched_by_its_private_address_and_kept(serving, tmp_path):
+    with _on_digitalocean(serving, tmp_path, queue=12) as (fake, clock, ctl, signals, ids, address):
+        a, b, c = ids
         serving.set({a: 2, b: 0, c: 1}, address=address)
         signals.write_text('{"queue": 4}')
         clock.advance(15)
@@ -523,29 +534,11 @@ def test_a_draining_machine_is_taken_back_when_demand_returns(serving, tmp_path)
 
 @pytest.mark.prometheus
 def test_on_digitalocean_a_busy_droplet_is_drained_by_tag_and_destroyed_once_idle(serving, tmp_path):
-    from tests.clock import FakeClock
-    from tests.do_fake import FakeDigitalOcean, OpenApiCheck
-    from tests.test_digitalocean_e2e import TOKEN
-    from tests.test_digitalocean_e2e import controller as do_controller
+    from tests.do_fake import OpenApiCheck
 
-    clock = FakeClock()
-    signals = tmp_path / "signals.json"
-    signals.write_text('{"queue": 8}')
-    with FakeDigitalOcean(token=TOKEN, clock=clock, boot_seconds=120) as fake:
-        ctl = do_controller(fake, clock, tmp_path, queue=None, scale_down_cooldown_s=0,
-                            scale_down_stabilization_s=0, tolerance=0,
-                            machine_work={"url": serving.server.url, "preset": "vllm", "timeout_s": 2,
-                                          "selector": {"model_name": "gen"}, "drain_timeout_s": 600})
-        ctl.tick()
-        clock.advance(130)
-        ctl.tick()
-        droplets = {str(d["id"]): d for d in fake.live()}
-        a, b = sorted(droplets, key=int)
-
-        def address(droplet_id: str) -> str:
-            (net,) = [n for n in droplets[droplet_id]["networks"]["v4"] if n["type"] == "private"]
-            return net["ip_address"]
-
+    with _on_digitalocean(serving, tmp_path, queue=8, drain_timeout_s=600) as (fake, clock, ctl, signals, ids,
+                                                                              address):
+        a, b = ids
         serving.set({a: 3, b: 1}, address=address)
         signals.write_text('{"queue": 4}')
         clock.advance(15)
