@@ -436,22 +436,33 @@ def test_creates_that_keep_failing_back_off(database_url, tmp_path):
     assert gaps == sorted(gaps) and gaps[-1] >= 120  # 15, 30, 60, 120, ... seconds apart
 
 
+class ForgetfulListing(CrashingCloud):
+    """The embedded cloud, but its listing leaves out the machines in `hidden` (a listing that
+    misses machines for a while: eventual consistency, a page that shifted under us)."""
+
+    def __init__(self, inner):
+        super().__init__(inner, "none", "never")
+        self.hidden: set[str] = set()
+
+    def list_instances(self, fleet):
+        return [i for i in self.inner.list_instances(fleet) if i.id not in self.hidden]
+
+
 def test_machines_missing_from_a_lagging_listing_still_count(database_url, tmp_path):
     rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0)
 
-    class LaggingListing(CrashingCloud):  # new machines show up in the listing a tick late
+    class LaggingListing(ForgetfulListing):  # new machines show up in the listing a tick late
         def create(self, spec):
             result = self.inner.create(spec)
             self.hidden.update(i.id for i in result.instances)
             return result
 
         def list_instances(self, fleet):
-            listed = [i for i in self.inner.list_instances(fleet) if i.id not in self.hidden]
+            listed = super().list_instances(fleet)
             self.hidden.clear()
             return listed
 
-    cloud = LaggingListing(rig.cloud, "none", "never")
-    cloud.hidden = set()
+    cloud = LaggingListing(rig.cloud)
     ctl = rig.controller(providers={"simulated": cloud})
     rig.set(queue=12)
     ctl.tick()
@@ -463,19 +474,10 @@ def test_machines_missing_from_a_lagging_listing_still_count(database_url, tmp_p
     assert live_db_ids(ctl.store) == rig.cloud_ids()
 
 
-class ForgetfulListing(CrashingCloud):
-    """The embedded cloud, but its listing leaves out the machines in `hidden` (a listing that
-    misses machines for a while: eventual consistency, a page that shifted under us)."""
-
-    def list_instances(self, fleet):
-        return [i for i in self.inner.list_instances(fleet) if i.id not in self.hidden]
-
-
 def forgetful_with_an_hour_old_pool(database_url, tmp_path):
     """Three machines an hour old, behind a listing the test can make forget some."""
     rig = make_rig(database_url, tmp_path)
-    cloud = ForgetfulListing(rig.cloud, "none", "never")
-    cloud.hidden = set()
+    cloud = ForgetfulListing(rig.cloud)
     ctl = rig.controller(providers={"simulated": cloud})
     rig.set(queue=12)
     ctl.tick()
