@@ -232,3 +232,29 @@ def test_the_fleet_policy_sees_each_machines_work_only_when_asked(tmp_path: Path
     controller = FleetController(cfg, pool, scn.price, scn.quota, scn.tick_s, machine_work=machine_work)
     work = sorted(m.work_left for m in controller._view(engine).machines)
     assert work == ([0.0, 1.0] if machine_work else [0.0, 0.0])
+
+
+MACHINE_WORK = """
+[pools.machine_work]
+url = "http://127.0.0.1:9090"
+preset = "vllm"
+"""
+
+
+@pytest.mark.parametrize("pool_section, expected", [("", False), (MACHINE_WORK, True)])
+def test_the_replay_sees_per_machine_work_as_the_pools_config_lets_fleet_run(
+        tmp_path: Path, pool_section: str, expected: bool) -> None:
+    cfg = load_config(write_config(tmp_path, pool=pool_section))
+    scn = scenario(cfg, pick_pool(cfg, None), from_arrays([0.0], [100.0]))
+    assert scn.machine_work is expected
+
+
+@pytest.mark.parametrize("flag, pool_section, sees", [
+    ([], "", False), ([], MACHINE_WORK, True), (["--machine-work"], "", True), (["--blind"], MACHINE_WORK, False)])
+def test_the_table_says_whether_the_fleet_policy_saw_each_machines_work(
+        tmp_path: Path, flag: list[str], pool_section: str, sees: bool) -> None:
+    result = runner.invoke(app, ["simulate", "--config", str(write_config(tmp_path, pool=pool_section)),
+                                 "--trace", str(synthetic_trace(tmp_path, 100)), "--policy", "fleet", *flag])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("per-machine work:"))
+    assert line.startswith("per-machine work: fleet sees it" if sees else "per-machine work: fleet does not see it")

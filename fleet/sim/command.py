@@ -61,6 +61,10 @@ def simulate(
     judge_from: Annotated[float, typer.Option(
         "--judge-from", help="judge only requests after this share of them (0 to 1, e.g. 0.5): the "
                              "policies learn their history on the part before")] = 0.0,
+    machine_work: Annotated[bool | None, typer.Option(
+        "--machine-work/--blind",
+        help="let the fleet policy see each machine's work, or not (default: as the pool's "
+             "[pools.machine_work] lets `fleet run`)")] = None,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress",
                                                   help="progress bar on stderr (default: long traces)")] = None,
 ) -> None:
@@ -81,6 +85,8 @@ def simulate(
         if scale != 1.0:
             loaded = scale_trace(loaded, scale, seed=seed)
         scn = scenario(cfg, chosen, loaded, seed=seed)
+        if machine_work is not None:
+            scn = replace(scn, machine_work=machine_work)
         if judge_from > 0:
             scn = replace(scn, judge_from_s=float(np.quantile(loaded.arrival_s, judge_from)))
     except ConfigError as exc:

@@ -99,6 +99,12 @@ def describe(scn: Scenario) -> list[str]:
     ]
     if trace.model:
         lines.append(f"throughput model: {trace.model}")
+    if scn.machine_work:
+        lines.append("per-machine work: fleet sees it (as `fleet run` with [pools.machine_work]) "
+                     "and removes idle machines only")
+    else:
+        lines.append("per-machine work: fleet does not see it (no [pools.machine_work], as `fleet run`); "
+                     "a busy machine it removes finishes here, `fleet run` would cut it off")
     if scn.judge_from_s > 0:
         lines.append(f"judged from {scn.judge_from_s:g}s (--judge-from; the policies learn before it): SLO, "
                      f"cost, machine hours, launches and the lower bound count from there")

@@ -91,7 +91,9 @@ def scenario(config: Config, pool: PoolConfig, trace: Trace, seed: int = 0) -> S
         raise ScenarioError(f"pool {pool.name}: set latency_budget_s (the SLO every policy is judged by)")
     price = pool_price(config, pool)
     initial = min(warm_start(trace, pool), machines_allowed(config, pool, price, quota))
-    return Scenario(config, pool, trace, price, quota, config.fleet.tick_seconds, budget, seed, initial)
+    # the fleet policy sees what `fleet run` would: each machine's work only when the pool reads it
+    return Scenario(config, pool, trace, price, quota, config.fleet.tick_seconds, budget, seed, initial,
+                    machine_work=pool.machine_work is not None)
 
 
 def machines_allowed(config: Config, pool: PoolConfig, price: float, quota: int | None) -> int:
