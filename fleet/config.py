@@ -466,7 +466,22 @@ class Config(Strict):
                     f"pools[{names.index(pool.name)}].provider: {pool.provider!r} is not configured "
                     f"under [providers] (configured: {', '.join(self.providers.configured()) or 'none'})"
                 )
+        self._timeouts_fit_the_tick()
         return self
+
+    def _timeouts_fit_the_tick(self) -> None:
+        # reads wait up to their timeout each tick: one at or above the tick makes every tick late
+        tick = self.fleet.tick_seconds
+        for i, pool in enumerate(self.pools):
+            reads = [(f"signals[{j}].{field}", getattr(signal, field, None))
+                     for j, signal in enumerate(pool.signals) for field in ("source", "in_flight_source")]
+            reads.append(("machine_work", pool.machine_work))
+            for where, read in reads:
+                timeout = getattr(read, "timeout_s", None)
+                if timeout is not None and timeout >= tick:
+                    raise ValueError(
+                        f"pools[{i}].{where}.timeout_s: {timeout:g}s must be below fleet.tick_seconds "
+                        f"({tick:g}s): a source that hangs would make every tick late")
 
     def pool(self, name: str) -> PoolConfig:
         for pool in self.pools:

@@ -88,3 +88,26 @@ def test_the_commented_cloud_examples_parse_once_uncommented():
     work = cfg.pool("llm").machine_work
     assert work is not None and work.preset == "vllm" and work.machine_label == "instance"
     assert work.drain_timeout_s == 300
+
+
+@pytest.mark.parametrize(("pool", "expected"), [
+    ({"signals": [{"kind": "queue_depth", "target_per_machine": 4,
+                   "source": {"type": "redis", "url": "redis://127.0.0.1:6379/0", "key": "q", "timeout_s": 15}}]},
+     "pools[0].signals[0].source.timeout_s: 15s must be below fleet.tick_seconds (15s)"),
+    ({"signals": [{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 1},
+                   "in_flight_source": {"type": "prometheus", "url": "http://p:9090", "preset": "vllm_queue",
+                                        "timeout_s": 20}}]},
+     "pools[0].signals[0].in_flight_source.timeout_s: 20s must be below fleet.tick_seconds"),
+    ({"machine_work": {"url": "http://p:9090", "preset": "vllm", "timeout_s": 30}},
+     "pools[0].machine_work.timeout_s: 30s must be below fleet.tick_seconds (15s)"),
+])
+def test_a_read_timeout_at_or_above_the_tick_is_refused(pool, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_config(_data(**pool), source="c.toml")
+    assert any(expected in p for p in err.value.problems), err.value.problems
+
+
+def test_a_read_timeout_below_the_tick_is_accepted():
+    data = _data(signals=[{"kind": "queue_depth", "target_per_machine": 4, "source": {
+        "type": "redis", "url": "redis://127.0.0.1:6379/0", "key": "q", "timeout_s": 14.9}}])
+    assert parse_config(data).pools[0].signals[0].source.timeout_s == 14.9
