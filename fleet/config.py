@@ -470,18 +470,26 @@ class Config(Strict):
         return self
 
     def _timeouts_fit_the_tick(self) -> None:
-        # reads wait up to their timeout each tick: one at or above the tick makes every tick late
+        # reads wait up to their timeout each tick: at or above the tick, every tick is late
         tick = self.fleet.tick_seconds
+
+        def refuse(where: str, timeout: float, before: str = "") -> ValueError:
+            return ValueError(f"{where}.timeout_s: {timeout:g}s{before} must be below fleet.tick_seconds "
+                              f"({tick:g}s): a source that hangs would make every tick late")
+
         for i, pool in enumerate(self.pools):
-            reads = [(f"signals[{j}].{field}", getattr(signal, field, None))
-                     for j, signal in enumerate(pool.signals) for field in ("source", "in_flight_source")]
-            reads.append(("machine_work", pool.machine_work))
-            for where, read in reads:
-                timeout = getattr(read, "timeout_s", None)
-                if timeout is not None and timeout >= tick:
-                    raise ValueError(
-                        f"pools[{i}].{where}.timeout_s: {timeout:g}s must be below fleet.tick_seconds "
-                        f"({tick:g}s): a source that hangs would make every tick late")
+            for j, signal in enumerate(pool.signals):
+                waited = 0.0  # a signal's two sources are read one after the other
+                for field in ("source", "in_flight_source"):
+                    timeout = getattr(getattr(signal, field, None), "timeout_s", None)
+                    if timeout is None:
+                        continue
+                    waited += timeout
+                    if waited >= tick:
+                        before = f" plus source.timeout_s {waited - timeout:g}s" if waited > timeout else ""
+                        raise refuse(f"pools[{i}].signals[{j}].{field}", timeout, before)
+            if pool.machine_work is not None and pool.machine_work.timeout_s >= tick:
+                raise refuse(f"pools[{i}].machine_work", pool.machine_work.timeout_s)
 
     def pool(self, name: str) -> PoolConfig:
         for pool in self.pools:

@@ -111,3 +111,16 @@ def test_a_read_timeout_below_the_tick_is_accepted():
     data = _data(signals=[{"kind": "queue_depth", "target_per_machine": 4, "source": {
         "type": "redis", "url": "redis://127.0.0.1:6379/0", "key": "q", "timeout_s": 14.9}}])
     assert parse_config(data).pools[0].signals[0].source.timeout_s == 14.9
+
+
+def test_a_signals_two_timeouts_count_together():
+    # collect reads source, then in_flight_source: 10 s + 10 s waits past a 15 s tick
+    data = _data(signals=[{"kind": "queue_depth", "target_per_machine": 4,
+                           "source": {"type": "prometheus", "url": "http://p:9090", "preset": "vllm_queue",
+                                      "timeout_s": 10},
+                           "in_flight_source": {"type": "prometheus", "url": "http://p:9090",
+                                                "preset": "vllm_queue", "timeout_s": 10}}])
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, source="c.toml")
+    assert any("pools[0].signals[0].in_flight_source.timeout_s: 10s plus source.timeout_s 10s must be below "
+               "fleet.tick_seconds (15s)" in p for p in err.value.problems), err.value.problems

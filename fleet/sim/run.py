@@ -35,7 +35,7 @@ class Scenario:
     seed: int = 0
     initial: int = 0  # machines ready at t = 0 for every dynamic policy (see `warm_start`)
     judge_from_s: float = 0.0  # benchmarks: judge only requests arriving from here (tuned before)
-    machine_work: bool = True  # the fleet policy sees each machine's work (False: as `fleet run` does)
+    machine_work: bool = True  # the fleet policy sees each machine's work (`scenario`: as the pool's config)
 
     @property
     def settings(self) -> EngineSettings:
