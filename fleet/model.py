@@ -110,6 +110,15 @@ class Fleet:
 
 
 @dataclass(frozen=True)
+class PreviousTick:
+    """What a pool's last recorded decision read: when, its ready machines and its readings."""
+
+    at: float
+    ready: int
+    readings: tuple[SignalReading, ...]
+
+
+@dataclass(frozen=True)
 class PoolHistory:
     """What the database remembers of a pool, for cooldowns and stabilization."""
 
@@ -119,6 +128,8 @@ class PoolHistory:
     recommendations: tuple[tuple[float, int], ...] = ()
     # (time, demand) samples for the latency-aware policy (busy + queued work, in machines)
     demand: tuple[tuple[float, float], ...] = ()
+    # the last decision's readings, for how fast the queue grew since (latency pools' surge)
+    previous: PreviousTick | None = None
 
 
 @dataclass(frozen=True)

@@ -392,6 +392,10 @@ def test_latency_pool_gets_its_recorded_demand_back_after_a_restart(database_url
     assert [round(v, 3) for _, v in hist.demand][:1] == [1.0]  # 8 queued items / 8 slots
     times = [t for t, _ in hist.demand]
     assert times == sorted(times) and times[-1] - times[0] == 45  # oldest first, one per tick
+    # and the last tick's readings, which the surge compares this tick's queue with
+    assert hist.previous is not None and hist.previous.at == times[-1]
+    assert hist.previous.ready == result.plan.pool("imagegen").ready
+    assert [(r.kind, r.value) for r in hist.previous.readings if r.kind == "queue_depth"] == [("queue_depth", 16)]
 
 
 def test_old_decisions_are_pruned_but_history_the_policy_needs_is_kept(database_url, tmp_path):

@@ -37,6 +37,13 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
   running work with nothing late let one busy read lift the target over an integer and back,
   and each such flap released an idle ready machine and bought a booting one (a boot paid for
   nothing, one ready machine fewer).
+  A pool with `queue_wait` also sizes for a surge while the work starting waited past the
+  budget: from how fast the queue grew since the previous tick's readings it estimates the
+  arrival rate against what the busy machines complete (`surge`, below), and asks at once for
+  the machines the arrivals need plus those that clear the backlog within a boot.  The bounded
+  backlog count alone grows capacity by about BACKLOG_FACTOR per boot: a 40x step would take
+  hours.  The surge is also the tick's demand sample, so the hold keeps it and the rises learn it.
+  While queued work is late nothing is released (a release would cut the capacity it waits for).
   A scale-down releases only idle machines that have been
   ready a hold window (one just bought, booting or ready, is kept: decide removes idle
   ready machines first for a latency pool), and none before the history covers
@@ -56,7 +63,7 @@ from operator import itemgetter
 import numpy as np
 
 from fleet.config import PoolConfig
-from fleet.model import MachineState, PoolHistory, PoolView, Reason, SignalReading
+from fleet.model import MachineState, PoolHistory, PoolView, PreviousTick, Reason, SignalReading
 
 # Tuned on the first half of each trace in ../shared/traces (bench/scaling.py), judged on the rest.
 HOLD_BOOTS = 1.0  # keep capacity this many boot times after it was last needed
@@ -71,6 +78,7 @@ BETA = 1.5  # square-root staffing: BETA x sqrt(busy slots) idle slots at least
 # queued work counts as demand unless work started lately waited at most this share of the
 # budget (pools with a `queue_wait` signal only; see the module doc)
 WAIT_CLEARS = 0.5
+SURGE_MAX = 10.0  # a surge estimate multiplies the busy machines at most this many times a tick
 _MAX_SAMPLES = 60  # rises are measured on at most this many samples
 _EPS = 1e-9
 _CAPACITY = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY})
@@ -162,6 +170,47 @@ def queue_clears(pool: PoolConfig, wait: float | None) -> bool:
     return wait is not None and budget is not None and 0.0 < wait <= WAIT_CLEARS * budget
 
 
+def busy_machines(pool: PoolConfig, readings: Sequence[SignalReading], ready: int) -> float | None:
+    """Machines' worth of work running: utilization x ready, or the queue up to the ready slots."""
+    util = _reading(readings, "gpu_utilization")
+    if util is not None:
+        return max(0.0, util) * ready
+    queue = _reading(readings, "queue_depth")
+    return None if queue is None else min(max(0.0, queue) / pool.slots_per_machine, ready)
+
+
+def surge(pool: PoolConfig, readings: Sequence[SignalReading], ready: int, previous: PreviousTick | None,
+          now: float) -> float | None:
+    """Machines the work arriving now needs, plus those that clear the backlog within a boot,
+    while queued work is late (`queue_wait` past the budget); None when the readings cannot say.
+
+    First in, first out: the work waiting now arrived within the last `wait` seconds, so it
+    arrives at `waiting / wait` items a second.  The queue (waiting + running) grows at arrivals
+    minus completions, so completions are arrivals minus its growth since the previous reading,
+    served by the machines busy then (the fewer of then and now: capacity that came up between
+    the reads served part of the interval only).  Arrivals need `busy x arrivals / completions`
+    machines; the backlog, `wait` seconds of arrivals, cleared within one boot needs `wait / boot`
+    times as many again.  Completions count at least 1/SURGE_MAX of arrivals, so one pair of
+    reads multiplies the busy machines at most SURGE_MAX x (1 + wait / boot) times."""
+    budget = pool.latency_budget_s
+    queue, wait = _reading(readings, "queue_depth"), _reading(readings, "queue_wait")
+    if queue is None or wait is None or budget is None or wait <= budget or previous is None:
+        return None
+    elapsed = now - previous.at
+    before = _reading(previous.readings, "queue_depth")
+    busy_now = busy_machines(pool, readings, ready)
+    busy_then = busy_machines(pool, previous.readings, previous.ready)
+    if before is None or busy_now is None or busy_then is None or not 0 < elapsed <= pool.boot_seconds:
+        return None
+    busy = min(busy_now, busy_then)
+    waiting = queue - busy_now * pool.slots_per_machine
+    if busy <= 0 or waiting <= 0:
+        return None
+    arrivals = waiting / wait
+    completions = max(arrivals - (queue - before) / elapsed, arrivals / SURGE_MAX)
+    return busy / completions * (arrivals + waiting / pool.boot_seconds)
+
+
 def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading], history: PoolHistory,
               now: float) -> LatencyDecision:
     boot = pool.boot_seconds
@@ -217,11 +266,19 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     headroom = max(noise, excess)
     # the headroom covers rises above the hold; work running now needs only its own noise on top
     need = max(hold + headroom, running + noise) if late else hold + headroom
+    surged = surge(pool, readings, ready, history.previous, now) if late else None
+    surging = ""
+    if surged is not None and surged > need:
+        need = surged
+        surging = f"; surge {surged:.2f} (arrivals vs completions while queued work is late)"
     desired = max(0, math.ceil(need - _EPS))
     held = ""
     if desired < current and (n == 0 or samples[0][0] > now - EVIDENCE_BOOTS * boot):
         desired = current
         held = f"; history shorter than {EVIDENCE_BOOTS * boot:g}s: not releasing"
+    elif desired < current and late:
+        desired = current  # a release now would cut the capacity the late work is waiting for
+        held = "; queued work is late: not releasing"
     elif desired < current:
         # ski rental per machine: only an idle machine that has been ready a hold window is
         # released; one just bought (booting, or ready moments ago) is kept
@@ -238,5 +295,6 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     reasons = (Reason("latency", f"demand {x:.2f} machines, level {level:.2f}, hold {hold:.2f} (max of "
                                  f"the last {hold_s:g}s), running {running:.2f}, headroom {headroom:.2f} (sqrt staffing {noise:.2f}, "
                                  f"q{RISE_QUANTILE:g} of rises above the hold within a boot {excess:.2f}) "
-                                 f"-> {desired}{queued}{held}"),)
-    return LatencyDecision(desired, reasons, x, base, headroom)
+                                 f"-> {desired}{queued}{surging}{held}"),)
+    # a surge is recorded as the demand it is: what the hold keeps and what later rises are measured on
+    return LatencyDecision(desired, reasons, x if surged is None else max(x, surged), base, headroom)

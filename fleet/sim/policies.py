@@ -30,6 +30,7 @@ from fleet.model import (
     MachineState,
     PoolHistory,
     PoolView,
+    PreviousTick,
     SignalReading,
     UndrainAction,
 )
@@ -128,6 +129,7 @@ class FleetController:
     _recs: deque[tuple[float, int]] = field(default_factory=deque)
     _last_up: float | None = None
     _last_down: float | None = None
+    _previous: PreviousTick | None = None
     _machines: dict[tuple[int, str, int], Machine] = field(default_factory=dict)
     decide = staticmethod(fleet.policy.decide)  # the service's own function (tests check identity)
 
@@ -166,9 +168,10 @@ class FleetController:
         while self._recs and now - self._recs[0][0] > self._window:
             self._recs.popleft()
         history = History({self.pool.name: PoolHistory(self._last_up, self._last_down, tuple(self._recs),
-                                                       tuple(self._demand))})
-        plan = self.decide(self.config, Fleet({self.pool.name: view}),
-                           {self.pool.name: readings_for(self.pool, seen)}, history, now)
+                                                       tuple(self._demand), self._previous)})
+        readings = readings_for(self.pool, seen)
+        plan = self.decide(self.config, Fleet({self.pool.name: view}), {self.pool.name: readings}, history, now)
+        self._previous = PreviousTick(now, view.ready, readings)  # as the decisions table keeps it
         pool_plan = plan.pool(self.pool.name)
         self._recs.append((now, pool_plan.recommendation))
         demand = getattr(pool_plan, "demand_sample", None)
