@@ -9,7 +9,7 @@ GPU (openb, from the day its traffic starts: see `active_window`).  The pool rea
 `queue_wait` signal (the longest wait of the work started in the last tick; `--no-queue-wait`
 drops it), which the fleet policy uses to leave out queued work that clears within the budget.
 `--blind` hides each machine's work from the fleet policy, as `fleet run` (pool-level signals
-only) sees its machines; busy machines it releases still finish their work before they go.  The whole trace is replayed
+only) sees its machines; a busy machine it destroys is cut off, its requests retried from scratch.  The whole trace is replayed
 (the policy learns its history in the first part); only the requests after the `--split`
 quantile of arrivals are judged, and cost is machine time inside that part (pro rata, the
 same for the oracle).  `--tune` instead replays the first part alone and judges its second half.  The policy's constants were tuned on the first
@@ -112,7 +112,7 @@ def main() -> int:
                         help="the fleet pool without its queue_wait signal (queue depth and utilization only)")
     parser.add_argument("--blind", dest="machine_work", action="store_false",
                         help="the fleet policy without each machine's work, as `fleet run` sees its machines "
-                             "(busy machines chosen for removal still finish their work)")
+                             "(a busy machine it destroys is cut off; its requests are retried)")
     args = parser.parse_args()
     all_ok = True
     for name in args.only or TRACES:

@@ -131,6 +131,65 @@ def test_a_draining_machine_taken_back_serves_the_queue_again() -> None:
     assert result.gone == [60.0]  # at the end of the run, not at 50 when its drain would have ended
 
 
+@dataclass
+class CutAt:
+    """Cuts `machines` at tick `at`, recording what the signals showed."""
+
+    at: float
+    machines: list[int]
+    tick_s: float = 10.0
+    name: str = "script"
+    seen: list[Snapshot] = field(default_factory=list)
+
+    def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
+        self.seen.append(seen)
+        if now == self.at:
+            engine.cut(self.machines)
+
+
+def test_a_cut_machine_goes_at_once_and_its_request_is_retried_from_scratch() -> None:
+    # two ready machines, 1 slot: requests at 0 and 1 hold them 100 s each (oldest machine first);
+    # machine 0 is cut at 10: billed to 10, its request retried behind the queue, served again
+    # in full when machine 1 frees at 101 (wait 101 s from its arrival, 91 s from its retry)
+    script = CutAt(10.0, [0])
+    result = run(from_arrays([0, 1], [100, 100]), settings(initial_ready=2), script)
+    assert result.gone == [10.0, 201.0]
+    assert result.waits.tolist() == [101.0, 0.0]
+    assert result.cut_requests == [0]
+    assert result.end_s == 201.0  # the stale completion at 100 ended nothing
+    assert max(s.wait_max for s in script.seen) == pytest.approx(91.0)  # the server sees the retry
+
+
+def test_a_cut_request_starts_at_once_on_a_free_slot() -> None:
+    # 2 slots on machine 1: the request cut from machine 0 moves there the same instant
+    script = CutAt(10.0, [0])
+    result = run(from_arrays([0, 1], [100, 100]), settings(slots=2, initial_ready=2), script)
+    # oldest machine first: both requests went to machine 0; both are retried on machine 1 at 10
+    assert result.waits.tolist() == [10.0, 9.0]
+    assert sorted(result.cut_requests) == [0, 1]
+    assert result.gone[0] == 10.0 and result.end_s == 110.0  # 100 s from scratch
+
+
+def test_a_draining_machine_cut_stops_at_once() -> None:
+    # drained at 10 (still serving), then cut at 20 (a drain timeout): the request is retried
+    @dataclass
+    class DrainThenCut:
+        tick_s: float = 10.0
+        name: str = "script"
+
+        def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
+            if now == 10.0:
+                engine.destroy([0])
+            if now == 20.0:
+                engine.cut([0])
+                engine.create(1)
+
+    result = run(from_arrays([0], [50]), settings(initial_ready=1), DrainThenCut())
+    assert result.gone[0] == 20.0
+    assert result.waits.tolist() == [120.0]  # the new machine is ready at 120; served again from there
+    assert result.cut_requests == [0]
+
+
 def test_signal_lag_reads_the_queue_as_it_was() -> None:
     # requests at 0..4 holding 100 s, 1 slot, one machine: at t=10 the queue is 4 waiting + 1 busy;
     # with lag 10 s the reading at t=10 shows t=0 after the first arrival is processed

@@ -258,3 +258,18 @@ def test_the_table_says_whether_the_fleet_policy_saw_each_machines_work(
     assert result.exit_code == 0, result.output
     line = next(x for x in result.stdout.splitlines() if x.startswith("per-machine work:"))
     assert line.startswith("per-machine work: fleet sees it" if sees else "per-machine work: fleet does not see it")
+
+
+def test_a_blind_fleet_cuts_busy_machines_and_the_report_counts_it() -> None:
+    # blind (as `fleet run` without [pools.machine_work]) the policy removes machines that serve
+    # requests, which are cut off and retried; seeing each machine's work it removes idle ones only;
+    # the baselines drain
+    cut = {}
+    for flag in ("--blind", "--machine-work"):
+        result = runner.invoke(app, ["simulate", "--config", str(CONFIG), "--trace", str(SHIPPED), flag,
+                                     "--output", "json"])
+        assert result.exit_code == 0, result.output
+        cut[flag] = {p["policy"]: p["requests_cut"] for p in json.loads(result.stdout)["policies"]}
+    assert cut["--blind"]["fleet"] > 0
+    assert cut["--machine-work"]["fleet"] == 0
+    assert all(n == 0 for flag in cut for policy, n in cut[flag].items() if policy != "fleet")

@@ -13,8 +13,12 @@ destroy, boot included, per second, 60 s minimum), applied to the same lifetimes
 tests/test_sim_engine.py replays a run's lifetimes through `SimulatedCloud` and
 checks the bills agree.
 
-A destroyed machine that is still serving stops taking work and is destroyed when
-its last request ends (drain), so no request is ever cut short.
+A machine asked to drain (`destroy`) stops taking work and is destroyed when its last
+request ends, so none of its requests is cut short: what a drain behind a load balancer, or
+Kubernetes' graceful termination for the baselines, does.  A machine `cut` is destroyed at
+once, as `fleet run` terminates one: its requests are lost and retried (back of the queue,
+served from scratch); their wait still counts from their first arrival, the `queue_wait`
+signal from the retry, as the server sees it.
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ class RunResult:
     series: Series
     violations: int
     notes: list[str] = field(default_factory=list)
+    # requests cut off by a machine destroyed while serving them (retried), once per cut
+    cut_requests: list[int] = field(default_factory=list)
 
     def machine_cost(self, i: int) -> float:
         return BILLING.cost(self.gone[i] - self.created[i], self.prices[i])
@@ -125,12 +131,15 @@ class Engine:
         self.waits = np.full(len(self.arrival), math.inf)
         self.next_i = 0
         self.queue: deque[int] = deque()
-        self.heap: list[tuple[float, int, int]] = []
+        self.heap: list[tuple[float, int, int, int]] = []  # (time, kind, machine, request or -1)
         # machines, by index
         self.created: list[float] = []
         self.ready_at: list[float] = []
         self.gone_at: list[float | None] = []
         self.busy: list[int] = []
+        self.running: list[set[int]] = []  # the requests each machine serves
+        self.retried_at: dict[int, float] = {}  # requests cut off and queued again, when
+        self.cut_requests: list[int] = []  # each request cut off, once per cut
         self.draining: list[bool] = []
         self.prices: list[float] = []
         self.alive: dict[int, None] = {}  # insertion-ordered set of live machine indices
@@ -168,7 +177,7 @@ class Engine:
         for _ in range(count):
             boot = self.s.boot_s + (self._rng.uniform(-jitter, jitter) if jitter else 0.0)
             m = self._new_machine(self.now, self.now + max(0.0, boot), price or self.s.price_hourly_usd)
-            heapq.heappush(self.heap, (self.ready_at[m], _READY, m))
+            heapq.heappush(self.heap, (self.ready_at[m], _READY, m, -1))
         return count
 
     def destroy(self, machines: list[int]) -> None:
@@ -184,6 +193,27 @@ class Engine:
                     self._gone(m, now)
                 else:
                     self.draining[m] = True
+
+    def cut(self, machines: list[int]) -> None:
+        """Destroy now, whatever the machines serve: their requests are retried from the queue."""
+        now = self.now
+        for m in machines:
+            if self.gone_at[m] is not None:
+                continue
+            if self.ready_at[m] <= now and not self.draining[m]:
+                self.ready_count -= 1
+            lost = sorted(self.running[m])
+            self.running[m].clear()  # their completion events find nothing and are skipped
+            self.busy_total -= self.busy[m]
+            self.busy[m] = 0
+            self._gone(m, now)
+            self.cut_requests.extend(lost)
+            for r in lost:
+                self.waits[r] = math.inf
+                self.retried_at[r] = now
+            self.queue.extend(lost)
+        while self.queue and (m := self._free_machine()) is not None:
+            self._start(self.queue.popleft(), m, now)
 
     def undrain(self, machines: list[int]) -> None:
         """Take draining machines back: ready again, and serving the queue."""
@@ -202,6 +232,7 @@ class Engine:
         self.ready_at.append(ready_at)
         self.gone_at.append(None)
         self.busy.append(0)
+        self.running.append(set())
         self.draining.append(False)
         self.in_free.append(False)
         self.prices.append(price)
@@ -228,11 +259,14 @@ class Engine:
     def _start(self, r: int, m: int, t: float) -> None:
         self.busy[m] += 1
         self.busy_total += 1
-        wait = t - self.arrival[r]
-        self.waits[r] = wait
+        self.running[m].add(r)
+        self.waits[r] = t - self.arrival[r]
+        # what the server measures: a retried request waited since its retry
+        retried = self.retried_at.pop(r, None) if self.retried_at else None
+        wait = self.waits[r] if retried is None else t - retried
         if wait > self.wait_max:
             self.wait_max = wait
-        heapq.heappush(self.heap, (t + self.service[r], _COMPLETE, m))
+        heapq.heappush(self.heap, (t + self.service[r], _COMPLETE, m, r))
 
     def _on_ready(self, t: float, m: int) -> None:
         if self.gone_at[m] is not None:
@@ -245,7 +279,11 @@ class Engine:
             heapq.heappush(self.free, m)
             self.in_free[m] = True
 
-    def _on_complete(self, t: float, m: int) -> None:
+    def _on_complete(self, t: float, m: int, r: int) -> None:
+        running = self.running[m]
+        if r not in running:
+            return  # cut off before it ended: retried elsewhere
+        running.remove(r)
         self.busy[m] -= 1
         self.busy_total -= 1
         self.last_finish = t
@@ -270,10 +308,10 @@ class Engine:
             if th <= ta:
                 if th > until or th == math.inf:
                     break
-                t, kind, m = pop(heap)
+                t, kind, m, r = pop(heap)
                 self.now = t
                 if kind == _COMPLETE:
-                    self._on_complete(t, m)
+                    self._on_complete(t, m, r)
                 else:
                     self._on_ready(t, m)
             else:
@@ -352,4 +390,4 @@ def run(trace: Trace, settings: EngineSettings, controller: Controller,
     end = engine.last_finish if engine.done else engine.now
     gone = [g if g is not None else end for g in engine.gone_at]
     return RunResult(controller.name, engine.waits, engine.created, gone, engine.prices, end, series,
-                     engine.violations)
+                     engine.violations, cut_requests=engine.cut_requests)

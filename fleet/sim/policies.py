@@ -183,10 +183,13 @@ class FleetController:
                 self._last_up = now
             elif isinstance(action, UndrainAction):
                 engine.undrain([int(i) for i in action.machine_ids])
-            elif isinstance(action, DestroyAction | DrainAction):
-                # the simulated cloud drains a busy machine it is asked to destroy (no new work,
-                # gone when its work is done): what a drain does behind a load balancer honouring it
+            elif isinstance(action, DrainAction):
+                # no new work, gone when its work is done: a drain behind a load balancer honouring it
                 engine.destroy([int(i) for i in action.machine_ids])
+                self._last_down = now
+            elif isinstance(action, DestroyAction):
+                # terminated now, as `fleet run` terminates it: work it still serves is cut off
+                engine.cut([int(i) for i in action.machine_ids])
                 self._last_down = now
 
 
