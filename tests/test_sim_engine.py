@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -38,6 +39,21 @@ class Script:
             engine.create(n)
         elif n < 0:
             engine.destroy(list(engine.alive)[: -n])
+
+
+@dataclass
+class OnTicks:
+    """Calls `actions[t](engine)` at tick t; records what the signals showed."""
+
+    actions: dict[float, Callable[[Engine], object]]
+    tick_s: float = 10.0
+    name: str = "script"
+    seen: list[Snapshot] = field(default_factory=list)
+
+    def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
+        self.seen.append(seen)
+        if now in self.actions:
+            self.actions[now](engine)
 
 
 def test_single_burst_on_a_static_fleet() -> None:
@@ -115,43 +131,21 @@ def test_draining_machine_finishes_its_work_then_goes() -> None:
 def test_a_draining_machine_taken_back_serves_the_queue_again() -> None:
     # one machine, 1 slot: a request at 0 holds it 50 s; it is drained at 10 and taken back at 20,
     # so the request arriving at 30 waits for the first (there is no other machine to boot)
-    @dataclass
-    class DrainThenUndrain:
-        tick_s: float = 10.0
-        name: str = "script"
-
-        def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
-            if now == 10.0:
-                engine.destroy([0])
-            if now == 20.0:
-                engine.undrain([0])
-
-    result = run(from_arrays([0, 30], [50, 10]), settings(initial_ready=1), DrainThenUndrain())
+    script = OnTicks({10.0: lambda e: e.destroy([0]), 20.0: lambda e: e.undrain([0])})
+    result = run(from_arrays([0, 30], [50, 10]), settings(initial_ready=1), script)
     assert result.waits.tolist() == [0, 20]
     assert result.gone == [60.0]  # at the end of the run, not at 50 when its drain would have ended
 
 
-@dataclass
-class CutAt:
-    """Cuts `machines` at tick `at`, recording what the signals showed."""
-
-    at: float
-    machines: list[int]
-    tick_s: float = 10.0
-    name: str = "script"
-    seen: list[Snapshot] = field(default_factory=list)
-
-    def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
-        self.seen.append(seen)
-        if now == self.at:
-            engine.cut(self.machines)
+def cut_at(at: float, machines: list[int]) -> OnTicks:
+    return OnTicks({at: lambda e: e.cut(machines)})
 
 
 def test_a_cut_machine_goes_at_once_and_its_request_is_retried_from_scratch() -> None:
     # two ready machines, 1 slot: requests at 0 and 1 hold them 100 s each (oldest machine first);
     # machine 0 is cut at 10: billed to 10, its request retried behind the queue, served again
     # in full when machine 1 frees at 101 (wait 101 s from its arrival, 91 s from its retry)
-    script = CutAt(10.0, [0])
+    script = cut_at(10.0, [0])
     result = run(from_arrays([0, 1], [100, 100]), settings(initial_ready=2), script)
     assert result.gone == [10.0, 201.0]
     assert result.waits.tolist() == [101.0, 0.0]
@@ -162,7 +156,7 @@ def test_a_cut_machine_goes_at_once_and_its_request_is_retried_from_scratch() ->
 
 def test_a_cut_request_starts_at_once_on_a_free_slot() -> None:
     # 2 slots on machine 1: the request cut from machine 0 moves there the same instant
-    script = CutAt(10.0, [0])
+    script = cut_at(10.0, [0])
     result = run(from_arrays([0, 1], [100, 100]), settings(slots=2, initial_ready=2), script)
     # oldest machine first: both requests went to machine 0; both are retried on machine 1 at 10
     assert result.waits.tolist() == [10.0, 9.0]
@@ -172,19 +166,8 @@ def test_a_cut_request_starts_at_once_on_a_free_slot() -> None:
 
 def test_a_draining_machine_cut_stops_at_once() -> None:
     # drained at 10 (still serving), then cut at 20 (a drain timeout): the request is retried
-    @dataclass
-    class DrainThenCut:
-        tick_s: float = 10.0
-        name: str = "script"
-
-        def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
-            if now == 10.0:
-                engine.destroy([0])
-            if now == 20.0:
-                engine.cut([0])
-                engine.create(1)
-
-    result = run(from_arrays([0], [50]), settings(initial_ready=1), DrainThenCut())
+    script = OnTicks({10.0: lambda e: e.destroy([0]), 20.0: lambda e: (e.cut([0]), e.create(1))})
+    result = run(from_arrays([0], [50]), settings(initial_ready=1), script)
     assert result.gone[0] == 20.0
     assert result.waits.tolist() == [120.0]  # the new machine is ready at 120; served again from there
     assert result.cut_requests == [0]
