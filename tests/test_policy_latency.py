@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from fleet.config import ConfigError, QueueWaitSignal, StaticSource, parse_config
-from fleet.model import Fleet, History, PoolHistory, SignalReading
+from fleet.model import Fleet, History, MachineState, PoolHistory, PoolView, SignalReading
 from fleet.policy import decide
 from fleet.policy.latency import HOLD_BOOTS, LatencyDecision, excess_quantile, history_window_s, recommend
 from fleet.policy.recommend import describe as signal_describe
@@ -162,7 +163,7 @@ def test_release_takes_only_idle_machines_ready_for_a_hold_window() -> None:
     pool_view = PoolView(name="p", machines=machines, launch_price_hourly_usd=3.0)
     decision = recommend(pool(), pool_view, readings(2, 2 / 48), steady(0.25), NOW)
     assert decision.desired == 4  # only the two long-idle machines go
-    assert "releasing only those" in decision.reasons[0].message
+    assert "releasing only" in decision.reasons[0].message
 
 
 def test_a_pool_that_drains_releases_busy_machines_ready_for_a_hold_window_too() -> None:
@@ -338,3 +339,44 @@ def test_an_idle_pool_whose_queue_wait_is_missing_still_scales_down() -> None:
 
     assert plan(0.0).desired < 8
     assert plan(None).desired == 8
+
+
+def test_blind_victims_are_the_newest_of_those_ready_a_hold_window() -> None:
+    # without per-machine work a machine's work started after it came up: the newest settled one
+    # has the least to lose; one ready for less than the hold was just bought and goes last
+    from fleet.model import Machine, MachineState
+    from fleet.policy.removal import choose_victims
+
+    def m(i: str, state: MachineState, ready_at: float | None) -> Machine:
+        return Machine(id=i, pool="p", state=state, size="gpu-h100x1-80gb", region="sim1", price_hourly_usd=3.0,
+                       created_at=(ready_at or NOW) - BOOT, ready_at=ready_at)
+
+    fleet_machines = (m("oldest", MachineState.READY, NOW - 5000), m("settled", MachineState.READY, NOW - 1000),
+                      m("fresh", MachineState.READY, NOW - 60), m("boot", MachineState.BOOTING, None))
+    settled_before = NOW - HOLD_BOOTS * BOOT
+    ids = [v.id for v in choose_victims(fleet_machines, 4, keep_booting=True, work_seen=False,
+                                        settled_before=settled_before)]
+    assert ids == ["settled", "oldest", "fresh", "boot"]
+    # seeing the work (all idle here), the longest ready goes first, as before
+    assert [v.id for v in choose_victims(fleet_machines, 1, keep_booting=True)] == ["oldest"]
+
+
+def test_a_release_leaves_the_running_work_and_its_noise_ready() -> None:
+    # 10 ready machines, all idle by their own readings, 2 booting; two hours of history at 6
+    # would release some, but a release leaves ready the work running now plus its noise
+    hist = steady(6.0, seconds=7200.0)
+    base = view(ready=10, booting=2)
+    vw = PoolView(name=base.name, launch_price_hourly_usd=base.launch_price_hourly_usd, machines=tuple(
+        replace(x, ready_at=NOW - 3600, work_left=0.0) if x.state is MachineState.READY else x
+        for x in base.machines))
+
+    def kept_ready(util: float) -> int:
+        decision = recommend(pool(), vw, readings(80 * util, util), hist, NOW)
+        assert "releasing only" in decision.reasons[0].message  # the history alone would release more
+        return 10 - (12 - decision.desired)
+
+    assert kept_ready(0.8) == 10  # 8 machines of work running + noise 1.3 (the hold's): 10 stay ready
+    message = recommend(pool(), vw, readings(64, 0.8), hist, NOW).reasons[0].message
+    assert "10 kept ready for the work running and its noise: releasing only 0" in message
+    assert kept_ready(0.5) < 10  # 5 running: the history's release goes ahead
+    assert kept_ready(0.5) >= math.ceil(5 + 1.5 * math.sqrt(6 * 8) / 8)

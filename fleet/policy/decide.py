@@ -118,8 +118,12 @@ def decide_pool(
                                          f"after max_boot_seconds={pool.max_boot_seconds:g}"))
 
     demand_sample: float | None = None
+    settled_before = math.inf  # ready machines that came up after this were just bought
     if pool.latency_budget_s is not None:
+        from fleet.policy.latency import HOLD_BOOTS
         from fleet.policy.latency import recommend as latency_recommend  # issue 6's policy
+
+        settled_before = now - HOLD_BOOTS * pool.boot_seconds
 
         decision = latency_recommend(pool, view, readings, history, now)
         recommendation, desired = decision.desired, decision.desired
@@ -162,7 +166,8 @@ def decide_pool(
         actions.append(CreateAction(pool=pool.name, count=count, size=pool.size[0],
                                     region=pool.region[0] if pool.region else "", price_hourly_usd=price))
         budget.burn += count * price
-    chosen = choose_victims(live, current - desired, keep_booting=pool.latency_budget_s is not None)
+    chosen = choose_victims(live, current - desired, keep_booting=pool.latency_budget_s is not None,
+                            work_seen=view.machine_work is not None, settled_before=settled_before)
     drained = _drained(draining, {m.id for m in undrained}, drain_timeout, now, reasons) if draining else ()
     if view.machine_work is not None:
         reasons.append(Reason("machine_work", view.machine_work))

@@ -43,7 +43,9 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
   the machines the arrivals need plus those that clear the backlog within a boot.  The bounded
   backlog count alone grows capacity by about BACKLOG_FACTOR per boot: a 40x step would take
   hours.  The surge is also the tick's demand sample, so the hold keeps it and the rises learn it.
-  While queued work is late nothing is released (a release would cut the capacity it waits for).
+  While queued work is late nothing is released (a release would cut the capacity it waits for),
+  and a release leaves ready at least the work running now plus its noise (booting machines
+  serve nobody for a boot; a pool without per-machine work cannot tell which machine is idle).
   A scale-down releases only idle machines that have been
   ready a hold window (one just bought, booting or ready, is kept: decide removes idle
   ready machines first for a latency pool), and none before the history covers
@@ -288,10 +290,15 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
         releasable = sum(
             1 for m in view.machines if m.state is MachineState.READY and (m.work_left <= 0 or drains)
             and (m.ready_at if m.ready_at is not None else m.created_at + boot) <= now - hold_s)
-        if current - desired > releasable:
-            desired = current - releasable
-            held = (f"; {releasable} machine(s) {'ready' if drains else 'idle and ready'} for {hold_s:g}s: "
-                    f"releasing only those")
+        # and the ready machines left still hold the work running now and its noise: booting ones
+        # serve nobody for a boot, and a pool that cannot see each machine's work may cut a busy one
+        keep_ready = math.ceil(running + noise - _EPS)
+        spare = max(0, ready - keep_ready)
+        if current - desired > min(releasable, spare):
+            desired = current - min(releasable, spare)
+            held = (f"; {releasable} machine(s) {'ready' if drains else 'idle and ready'} for {hold_s:g}s"
+                    + (f", {keep_ready} kept ready for the work running and its noise" if spare < releasable else "")
+                    + f": releasing only {min(releasable, spare)}")
     reasons = (Reason("latency", f"demand {x:.2f} machines, level {level:.2f}, hold {hold:.2f} (max of "
                                  f"the last {hold_s:g}s), running {running:.2f}, headroom {headroom:.2f} (sqrt staffing {noise:.2f}, "
                                  f"q{RISE_QUANTILE:g} of rises above the hold within a boot {excess:.2f}) "
