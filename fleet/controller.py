@@ -38,7 +38,7 @@ from fleet.model import (
     UndrainAction,
 )
 from fleet.policy import decide
-from fleet.policy.latency import history_window_s
+from fleet.policy.latency import history_window_s, reads_previous_tick
 from fleet.signals.collect import read_everything, read_pool_machine_work
 from fleet.signals.machine_work import MachineWorkReading
 from fleet.store.db import ensure_schema, make_engine
@@ -146,7 +146,8 @@ class Controller:
             if not dry_run:
                 self.reconcile(obs, now)
             fleet = self.fleet_view(obs, now)
-            history = self.store.history({p.name: self._lookback(p) for p in self.config.pools}, now)
+            history = self.store.history({p.name: self._lookback(p) for p in self.config.pools}, now,
+                                         previous={p.name for p in self.config.pools if reads_previous_tick(p)})
             plan = decide(self.config, fleet, obs.signals, history, now)
             if not dry_run and not self.store.try_lease("controller", self.holder,
                                                          self.config.fleet.lease_seconds, self.clock()):

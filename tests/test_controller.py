@@ -387,7 +387,7 @@ def test_latency_pool_gets_its_recorded_demand_back_after_a_restart(database_url
         assert ctl.metrics.registry.get_sample_value("fleet_pool_demand_machines", {"pool": "imagegen"}) == sample
     pool = rig.config.pool("imagegen")
     fresh = rig.controller()  # a restart: what the policy learned lives in the database
-    hist = fresh.store.history({"imagegen": history_window_s(pool)}, rig.clock.now).of("imagegen")
+    hist = fresh.store.history({"imagegen": history_window_s(pool)}, rig.clock.now, previous={"imagegen"}).of("imagegen")
     assert len(hist.demand) == 4
     assert [round(v, 3) for _, v in hist.demand][:1] == [1.0]  # 8 queued items / 8 slots
     times = [t for t, _ in hist.demand]
@@ -396,6 +396,8 @@ def test_latency_pool_gets_its_recorded_demand_back_after_a_restart(database_url
     assert hist.previous is not None and hist.previous.at == times[-1]
     assert hist.previous.ready == result.plan.pool("imagegen").ready
     assert [(r.kind, r.value) for r in hist.previous.readings if r.kind == "queue_depth"] == [("queue_depth", 16)]
+    # only for the pools that ask (a surge needs a queue_wait signal): one JSON row per pool a tick
+    assert fresh.store.history({"imagegen": history_window_s(pool)}, rig.clock.now).of("imagegen").previous is None
 
 
 def test_old_decisions_are_pruned_but_history_the_policy_needs_is_kept(database_url, tmp_path):
@@ -655,3 +657,30 @@ def test_a_destroyed_machine_a_stale_listing_shows_again_stays_on_its_way_out(da
     rig.clock.advance(15)
     ctl.tick()
     assert gone.id not in live_db_ids(ctl.store)  # gone again: closed again
+
+
+def test_a_late_queue_that_grows_surges_through_the_database(database_url, tmp_path):
+    # fleet run: the previous tick's readings come back from the decisions table, so a queue
+    # growing past the budget asks for the surge at once (fleet/policy/latency.py `surge`)
+    def source(key):
+        return {"type": "file", "path": str(tmp_path / "signals.json"), "key": key}
+
+    rig = make_rig(database_url, tmp_path, latency_budget_s=5.0, slots_per_machine=8, max=40,
+                   max_hourly_usd=200.0, signals=[
+                       {"kind": "queue_depth", "source": source("queue")},
+                       {"kind": "gpu_utilization", "source": source("util")},
+                       {"kind": "queue_wait", "source": source("wait")}])
+    ctl = rig.controller()
+    rig.set(queue=24, util=1.0, wait=3.0)  # queued work waiting past half the budget: buys
+    for _ in range(15):  # machines bought and booted (boot 180 s), two of them busy
+        first = ctl.tick().plan.pool("imagegen")
+        rig.clock.advance(15)
+    assert first.ready >= 2
+    # 1,000 -> 1,600 queued in 15 s, the work starting waited 20 s: a surge
+    rig.set(queue=1000, util=1.0, wait=20.0)
+    ctl.tick()
+    rig.clock.advance(15)
+    rig.set(queue=1600, util=1.0, wait=20.0)
+    plan = ctl.tick().plan.pool("imagegen")
+    assert any("surge" in r.message for r in plan.reasons), plan.reasons
+    assert plan.desired > first.desired + 5

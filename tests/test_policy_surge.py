@@ -9,7 +9,7 @@ import pytest
 
 import fleet.policy.latency as latency
 from fleet.model import PoolHistory, PreviousTick, SignalReading
-from fleet.policy.latency import SURGE_MAX, recommend, surge
+from fleet.policy.latency import SURGE_MAX, reads_previous_tick, recommend, surge
 from fleet.sim.run import run_policy, scenario
 from fleet.sim.trace import from_arrays
 from tests.policy_helpers import NOW, make_config, view
@@ -31,6 +31,12 @@ def tick(queue: float, util: float, wait: float | None = None) -> tuple[SignalRe
 
 def before(queue: float, util: float, ready: int, ago: float = 15.0) -> PreviousTick:
     return PreviousTick(NOW - ago, ready, tick(queue, util, 0.0))
+
+
+def test_only_latency_pools_with_queue_wait_read_the_previous_tick() -> None:
+    assert reads_previous_tick(pool())
+    assert not reads_previous_tick(make_config(latency_budget_s=5, slots_per_machine=8, boot_seconds=BOOT).pools[0])
+    assert not reads_previous_tick(make_config().pools[0])
 
 
 def test_surge_by_hand() -> None:

@@ -100,6 +100,11 @@ def history_window_s(pool: PoolConfig) -> float:
     return max(3600.0, HISTORY_BOOTS * pool.boot_seconds)
 
 
+def reads_previous_tick(pool: PoolConfig) -> bool:
+    """Whether `recommend` uses `PoolHistory.previous` for this pool (the surge reads a queue_wait)."""
+    return pool.latency_budget_s is not None and any(s.kind == "queue_wait" for s in pool.signals)
+
+
 def _reading(readings: Sequence[SignalReading], kind: str) -> float | None:
     for r in readings:
         if r.kind == kind and r.value is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -251,8 +251,9 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(delete(t.decisions).where(t.decisions.c.at < to_dt(before))).rowcount
 
-    def history(self, pools: Mapping[str, float], now: float) -> History:
-        """Cooldown and stabilization inputs per pool; `pools` maps a pool to how far back to look."""
+    def history(self, pools: Mapping[str, float], now: float, previous: Collection[str] = ()) -> History:
+        """Cooldown and stabilization inputs per pool; `pools` maps a pool to how far back to look.
+        The pools in `previous` also get their last decision's readings (one JSON row each)."""
         out: dict[str, PoolHistory] = {}
         with self.engine.connect() as conn:
             for pool, lookback in pools.items():
@@ -276,7 +277,7 @@ class Store:
                     last_scale_up_at=last["create"], last_scale_down_at=last["destroy"],
                     recommendations=tuple((to_ts(r.at), r.recommendation) for r in recs),
                     demand=tuple((to_ts(r.at), r.demand_sample) for r in recs if r.demand_sample is not None),
-                    previous=self._previous_tick(conn, pool, recs[-1]) if recs else None,
+                    previous=self._previous_tick(conn, pool, recs[-1]) if recs and pool in previous else None,
                 )
         return History(pools=out)
 
