@@ -676,11 +676,13 @@ def test_a_late_queue_that_grows_surges_through_the_database(database_url, tmp_p
         first = ctl.tick().plan.pool("imagegen")
         rig.clock.advance(15)
     assert first.ready >= 2
-    # 1,000 -> 1,600 queued in 15 s, the work starting waited 20 s: a surge
+    # 1,000 -> 3,000 queued in 15 s, the work starting waited 20 s on both reads: a surge of
+    # 2 busy / 15.87 completing a second x (149.2 arriving + 2,984 waiting / 180 s boot) = 20.9
     rig.set(queue=1000, util=1.0, wait=20.0)
     ctl.tick()
     rig.clock.advance(15)
-    rig.set(queue=1600, util=1.0, wait=20.0)
+    rig.set(queue=3000, util=1.0, wait=20.0)
     plan = ctl.tick().plan.pool("imagegen")
-    assert any("surge" in r.message for r in plan.reasons), plan.reasons
-    assert plan.desired > first.desired + 5
+    assert any("surge 20.90" in r.message for r in plan.reasons), plan.reasons
+    assert plan.recommendation == 21
+    assert plan.desired == 11  # and the fleet's $40/h budget still caps what is bought

@@ -29,8 +29,8 @@ def tick(queue: float, util: float, wait: float | None = None) -> tuple[SignalRe
     return out if wait is None else (*out, SignalReading("queue_wait", "queue_wait", wait, "test"))
 
 
-def before(queue: float, util: float, ready: int, ago: float = 15.0) -> PreviousTick:
-    return PreviousTick(NOW - ago, ready, tick(queue, util, 0.0))
+def before(queue: float, util: float, ready: int, ago: float = 15.0, wait: float = 12.0) -> PreviousTick:
+    return PreviousTick(NOW - ago, ready, tick(queue, util, wait))
 
 
 def test_only_latency_pools_with_queue_wait_read_the_previous_tick() -> None:
@@ -65,6 +65,7 @@ def test_capacity_that_came_up_between_reads_counts_as_the_fewer_busy() -> None:
     (tick(1600, 1.0, 5.0), before(1000, 1.0, 2)),  # the work starting waited within the budget
     (tick(1600, 1.0), before(1000, 1.0, 2)),  # no queue_wait reading
     (tick(1600, 1.0, 20.0), None),  # no previous tick (a first tick)
+    (tick(1600, 1.0, 20.0), before(1000, 1.0, 2, wait=4.0)),  # late on this read only: not yet confirmed
     (tick(1600, 1.0, 20.0), before(1000, 1.0, 2, ago=BOOT + 1)),  # a previous tick too old to compare
     (tick(16, 1.0, 20.0), before(10, 1.0, 2)),  # nothing waiting beyond the busy slots
     (tick(1600, 0.0, 20.0), before(1000, 0.0, 2)),  # nothing busy: no completion rate to scale

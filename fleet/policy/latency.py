@@ -38,7 +38,7 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
   and each such flap released an idle ready machine and bought a booting one (a boot paid for
   nothing, one ready machine fewer).
   A pool with `queue_wait` also sizes for a surge while the work starting waited past the
-  budget: from how fast the queue grew since the previous tick's readings it estimates the
+  budget (two reads in a row): from how fast the queue grew since the previous tick's readings it estimates the
   arrival rate against what the busy machines complete (`surge`, below), and asks at once for
   the machines the arrivals need plus those that clear the backlog within a boot.  The bounded
   backlog count alone grows capacity by about BACKLOG_FACTOR per boot: a 40x step would take
@@ -189,7 +189,8 @@ def busy_machines(pool: PoolConfig, readings: Sequence[SignalReading], ready: in
 def surge(pool: PoolConfig, readings: Sequence[SignalReading], ready: int, previous: PreviousTick | None,
           now: float) -> float | None:
     """Machines the work arriving now needs, plus those that clear the backlog within a boot,
-    while queued work is late (`queue_wait` past the budget); None when the readings cannot say.
+    while queued work is late (`queue_wait` past the budget on this read and the previous one);
+    None when the readings cannot say.
 
     First in, first out: the work waiting now arrived within the last `wait` seconds, so it
     arrives at `waiting / wait` items a second.  The queue (waiting + running) grows at arrivals
@@ -209,6 +210,8 @@ def surge(pool: PoolConfig, readings: Sequence[SignalReading], ready: int, previ
     busy_then = busy_machines(pool, previous.readings, previous.ready)
     if before is None or busy_now is None or busy_then is None or not 0 < elapsed <= pool.boot_seconds:
         return None
+    if not (_reading(previous.readings, "queue_wait") or 0.0) > budget:
+        return None  # late on one read only: the next read confirms it (one glitch buys nothing)
     busy = min(busy_now, busy_then)
     waiting = queue - busy_now * pool.slots_per_machine
     if busy <= 0 or waiting <= 0:
