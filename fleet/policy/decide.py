@@ -120,10 +120,10 @@ def decide_pool(
     demand_sample: float | None = None
     settled_before = math.inf  # ready machines that came up after this were just bought
     if pool.latency_budget_s is not None:
-        from fleet.policy.latency import HOLD_BOOTS
+        from fleet.policy.latency import hold_seconds
         from fleet.policy.latency import recommend as latency_recommend  # issue 6's policy
 
-        settled_before = now - HOLD_BOOTS * pool.boot_seconds
+        settled_before = now - hold_seconds(pool)
 
         decision = latency_recommend(pool, view, readings, history, now)
         recommendation, desired = decision.desired, decision.desired

@@ -100,6 +100,11 @@ def history_window_s(pool: PoolConfig) -> float:
     return max(3600.0, HISTORY_BOOTS * pool.boot_seconds)
 
 
+def hold_seconds(pool: PoolConfig) -> float:
+    """How long capacity is kept after it was last needed; a machine ready for less was just bought."""
+    return HOLD_BOOTS * pool.boot_seconds
+
+
 def reads_previous_tick(pool: PoolConfig) -> bool:
     """Whether `recommend` uses `PoolHistory.previous` for this pool (the surge reads a queue_wait)."""
     return pool.latency_budget_s is not None and any(s.kind == "queue_wait" for s in pool.signals)
@@ -116,13 +121,11 @@ def demand(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading],
            ready: int | None = None) -> float | None:
     """Work in the pool now, in machines (queued work bounded by the busy machines, see the
     module doc); None when no reading says.  `ready` is `view.ready`, when the caller has it."""
-    ready = view.ready if ready is None else ready
+    busy = busy_machines(pool, readings, view.ready if ready is None else ready)
     queue = _reading(readings, "queue_depth")
-    util = _reading(readings, "gpu_utilization")
-    if queue is None:
-        return None if util is None else max(0.0, util) * ready
+    if queue is None or busy is None:
+        return busy
     x = max(0.0, queue) / pool.slots_per_machine
-    busy = min(x, ready) if util is None else max(0.0, util) * ready
     return min(x, BACKLOG_FACTOR * busy + BACKLOG_SLACK)
 
 
@@ -248,7 +251,7 @@ def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading
     n = len(samples)
     dt = max((samples[-1][0] - samples[0][0]) / (n - 1), 1e-3) if n >= 2 else 0.0
     k = max(1, round(SMOOTH_S / dt)) if dt else 1
-    hold_s = HOLD_BOOTS * boot
+    hold_s = hold_seconds(pool)
     back = sum(1 for t, _ in samples[-int(hold_s / dt) - 2:] if t >= now - hold_s) if dt else 0
     # levels over the hold window (and k samples before it, so each mean is whole)
     recent = samples[max(0, n - back - k):]

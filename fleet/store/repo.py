@@ -269,7 +269,7 @@ class Store:
                     last[kind] = to_ts(row)
                 since = to_dt(now - lookback)
                 recs = conn.execute(select(t.decisions.c.at, t.decisions.c.recommendation,
-                                           t.decisions.c.demand_sample, t.decisions.c.ready)
+                                           t.decisions.c.demand_sample, t.decisions.c.ready, t.decisions.c.id)
                                     .where(and_(t.decisions.c.pool == pool, t.decisions.c.at >= since,
                                                 t.decisions.c.held.is_(False)))
                                     .order_by(t.decisions.c.at)).all()
@@ -277,16 +277,14 @@ class Store:
                     last_scale_up_at=last["create"], last_scale_down_at=last["destroy"],
                     recommendations=tuple((to_ts(r.at), r.recommendation) for r in recs),
                     demand=tuple((to_ts(r.at), r.demand_sample) for r in recs if r.demand_sample is not None),
-                    previous=self._previous_tick(conn, pool, recs[-1]) if recs and pool in previous else None,
+                    previous=self._previous_tick(conn, recs[-1]) if recs and pool in previous else None,
                 )
         return History(pools=out)
 
     @staticmethod
-    def _previous_tick(conn: Any, pool: str, last: Any) -> PreviousTick:
-        """The last recorded decision's readings (only its row's JSON is parsed)."""
-        signals = conn.execute(select(t.decisions.c.signals).where(and_(
-            t.decisions.c.pool == pool, t.decisions.c.at == last.at, t.decisions.c.held.is_(False)))
-            .order_by(t.decisions.c.id.desc()).limit(1)).scalar() or []
+    def _previous_tick(conn: Any, last: Any) -> PreviousTick:
+        """The last recorded decision's readings (only its row's JSON is read)."""
+        signals = conn.execute(select(t.decisions.c.signals).where(t.decisions.c.id == last.id)).scalar() or []
         readings = tuple(SignalReading(s["name"], s["kind"], s["value"], s["source"], s.get("age_s"), s.get("error"))
                          for s in signals)
         return PreviousTick(to_ts(last.at), last.ready, readings)
