@@ -29,6 +29,38 @@ LIVE_STATES = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineSt
 BILLED_STATES = frozenset(LIVE_STATES | {MachineState.TERMINATING, MachineState.FAILED})  # FAILED: stopped, still billed
 
 
+class ActionKind(StrEnum):
+    """What an `actions` row asked the provider for."""
+
+    CREATE = "create"
+    DESTROY = "destroy"
+
+
+class ActionStatus(StrEnum):
+    """An `actions` row's life: PENDING (committed before the provider call), then one of the rest."""
+
+    PENDING = "pending"
+    DONE = "done"
+    PARTIAL = "partial"  # the provider did part of it (fewer launched, some destroys failed)
+    FAILED = "failed"  # the provider refused: `error_kind` says how
+    ADOPTED = "adopted"  # the answer was lost; machines carrying its token were found
+    LOST = "lost"  # the answer was lost and nothing carries its token
+
+
+# the statuses of an action that happened (cooldowns count from these)
+HAPPENED_STATUSES = frozenset({ActionStatus.DONE, ActionStatus.PARTIAL, ActionStatus.ADOPTED,
+                               ActionStatus.PENDING})
+
+
+class CreateOutcome(StrEnum):
+    """What one planned create came to, for the executor's next step."""
+
+    OK = "ok"
+    BACKOFF = "backoff"  # earlier creates kept failing: not asked this tick
+    FAILED = "failed"
+    AUTH = "auth"  # the provider refused our credentials: nothing more for it this tick
+
+
 @dataclass(frozen=True)
 class SignalReading:
     """One signal's value this tick.  `value is None` means missing, never zero."""

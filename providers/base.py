@@ -165,28 +165,47 @@ class CapacityMemory:
 # ---------------------------------------------------------------- errors
 
 
+class ErrorKind(StrEnum):
+    """The error taxonomy as codes: metrics labels, reasons, and the actions table's
+    `error_kind` column all carry these."""
+
+    PROVIDER = "provider"
+    CAPACITY = "capacity"
+    QUOTA = "quota"
+    RATE_LIMITED = "rate_limited"
+    TRANSIENT = "transient"
+    AUTH = "auth"
+    INVALID = "invalid"
+
+    @property
+    def backs_off(self) -> bool:
+        """A create that failed this way is retried with a growing wait, not next tick:
+        capacity and rate limits pass by themselves (their own walk and reset header)."""
+        return self not in (ErrorKind.CAPACITY, ErrorKind.RATE_LIMITED)
+
+
 class ProviderError(Exception):
     """Base of the taxonomy; `kind` is the label used in metrics and reasons."""
 
-    kind = "provider"
+    kind: ErrorKind = ErrorKind.PROVIDER
 
 
 class CapacityError(ProviderError):
     """No capacity for this size/region now: try the next candidate."""
 
-    kind = "capacity"
+    kind = ErrorKind.CAPACITY
 
 
 class QuotaExceeded(ProviderError):
     """The account's quota forbids more machines."""
 
-    kind = "quota"
+    kind = ErrorKind.QUOTA
 
 
 class RateLimited(ProviderError):
     """The provider asked us to slow down; `retry_after_s` is how long to wait."""
 
-    kind = "rate_limited"
+    kind = ErrorKind.RATE_LIMITED
 
     def __init__(self, message: str, retry_after_s: float | None = None):
         super().__init__(message)
@@ -196,19 +215,19 @@ class RateLimited(ProviderError):
 class TransientError(ProviderError):
     """5xx, timeouts, refused connections: safe to retry reads later."""
 
-    kind = "transient"
+    kind = ErrorKind.TRANSIENT
 
 
 class AuthError(ProviderError):
     """Bad or missing credentials: stop acting on this provider."""
 
-    kind = "auth"
+    kind = ErrorKind.AUTH
 
 
 class InvalidRequest(ProviderError):
     """The request itself is wrong (bad image, bad size): a config problem."""
 
-    kind = "invalid"
+    kind = ErrorKind.INVALID
 
 
 @dataclass(frozen=True)
