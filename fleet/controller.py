@@ -25,6 +25,7 @@ from fleet.cloud import build_providers, launch_price, launch_target, size_price
 from fleet.config import Config, PoolConfig
 from fleet.metrics import Metrics
 from fleet.model import (
+    ActionStatus,
     CreateAction,
     DestroyAction,
     DrainAction,
@@ -648,7 +649,8 @@ class Controller:
                 on_attempt=lambda candidate: self.store.note_attempt(action_id, candidate)))
         except ProviderError as exc:
             self._provider_error(pool.provider, exc)
-            self.store.finish_action(action_id, "failed", self.clock(), f"{exc.kind}: {exc}")
+            self.store.finish_action(action_id, ActionStatus.FAILED, self.clock(), f"{exc.kind}: {exc}",
+                                     error_kind=exc.kind)
             notes.append(f"creating {action.count} machine(s) failed ({exc.kind}): {exc}")
             log.warning(kv(event="create_failed", pool=pool.name, count=action.count, error=exc.kind))
             return "auth" if isinstance(exc, AuthError) else "error"

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from providers.base import ErrorKind  # the taxonomy is the providers' (they never import fleet)
+
 
 class MachineState(StrEnum):
     """A machine's life (DESIGN.md).  Legal moves live in fleet/store/states.py."""
@@ -27,6 +29,9 @@ class MachineState(StrEnum):
 
 LIVE_STATES = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY, MachineState.DRAINING})
 BILLED_STATES = frozenset(LIVE_STATES | {MachineState.TERMINATING, MachineState.FAILED})  # FAILED: stopped, still billed
+
+
+__all__ = ["ErrorKind"]  # re-exported: fleet code reads the error codes from here
 
 
 class ActionKind(StrEnum):

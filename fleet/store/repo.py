@@ -14,7 +14,17 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from fleet.model import History, MachineState, PoolHistory, PreviousTick, SignalReading
+from fleet.model import (
+    HAPPENED_STATUSES,
+    ActionKind,
+    ActionStatus,
+    ErrorKind,
+    History,
+    MachineState,
+    PoolHistory,
+    PreviousTick,
+    SignalReading,
+)
 from fleet.store import tables as t
 from fleet.store.states import check_move
 
@@ -26,8 +36,11 @@ def to_dt(ts: float) -> datetime:
 
 
 def to_ts(dt: datetime | None) -> float | None:
-    if dt is None:
-        return None
+    return None if dt is None else _ts(dt)
+
+
+def _ts(dt: datetime) -> float:
+    """A non-null column's time in seconds."""
     if dt.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
@@ -57,8 +70,8 @@ class MachineRow:
         return cls(id=r.id, provider=r.provider, provider_id=r.provider_id, pool=r.pool,
                    state=MachineState(r.state), size=r.size, region=r.region,
                    price_hourly_usd=float(r.price_hourly_usd), token=r.token,
-                   created_at=to_ts(r.created_at), ready_at=to_ts(r.ready_at),
-                   terminating_at=to_ts(r.terminating_at), accrued_until=to_ts(r.accrued_until),
+                   created_at=_ts(r.created_at), ready_at=to_ts(r.ready_at),
+                   terminating_at=to_ts(r.terminating_at), accrued_until=_ts(r.accrued_until),
                    destroy_attempts=r.destroy_attempts, spot=bool(r.spot),
                    state_changed_at=to_ts(r.state_changed_at))
 
@@ -69,17 +82,19 @@ class ActionRow:
     token: str
     pool: str
     provider: str
-    kind: str
+    kind: ActionKind
     count: int
     size: str | None
     region: str | None
-    status: str
+    status: ActionStatus
     created_at: float
+    error_kind: ErrorKind | None = None
 
     @classmethod
     def of(cls, r: Any) -> ActionRow:
-        return cls(id=r.id, token=r.token, pool=r.pool, provider=r.provider, kind=r.kind, count=r.count,
-                   size=r.size, region=r.region, status=r.status, created_at=to_ts(r.created_at))
+        return cls(id=r.id, token=r.token, pool=r.pool, provider=r.provider, kind=ActionKind(r.kind),
+                   count=r.count, size=r.size, region=r.region, status=ActionStatus(r.status),
+                   created_at=_ts(r.created_at), error_kind=ErrorKind(r.error_kind) if r.error_kind else None)
 
 
 class Store:
@@ -115,14 +130,16 @@ class Store:
                     now: float, reason: str) -> int:
         at = to_dt(now)
         with self.engine.begin() as conn:
-            machine_id = conn.execute(insert(t.machines).values(
+            inserted = conn.execute(insert(t.machines).values(
                 provider=provider, provider_id=provider_id, pool=pool, state=state.value, size=size,
                 region=region, price_hourly_usd=Decimal(str(price_hourly_usd)), token=token, spot=spot,
                 created_at=to_dt(created_at), ready_at=at if state is MachineState.READY else None,
                 # found on its way out: its destroy is retried from now (TERMINATING has a timeout)
                 terminating_at=at if state is MachineState.TERMINATING else None,
                 state_changed_at=at, accrued_until=to_dt(created_at), destroy_attempts=0,
-            )).inserted_primary_key[0]
+            )).inserted_primary_key
+            assert inserted is not None
+            machine_id = int(inserted[0])
             conn.execute(insert(t.machine_events).values(machine_id=machine_id, at=at, from_state=None,
                                                          to_state=state.value, reason=reason))
         return machine_id
@@ -157,19 +174,25 @@ class Store:
 
     # ------------------------------------------------------------ actions (the intent log)
 
-    def begin_action(self, *, token: str, pool: str, provider: str, kind: str, count: int, now: float,
+    def begin_action(self, *, token: str, pool: str, provider: str, kind: ActionKind, count: int, now: float,
                      size: str | None = None, region: str | None = None,
                      machine_ids: list[str] | None = None) -> int:
+        """Commit the intent (PENDING) before the provider call; returns the action's id."""
         with self.engine.begin() as conn:
-            return conn.execute(insert(t.actions).values(
-                token=token, pool=pool, provider=provider, kind=kind, count=count, size=size, region=region,
-                machine_ids=machine_ids, status="pending", created_at=to_dt(now), launched=0,
-            )).inserted_primary_key[0]
+            key = conn.execute(insert(t.actions).values(
+                token=token, pool=pool, provider=provider, kind=ActionKind(kind).value, count=count, size=size,
+                region=region, machine_ids=machine_ids, status=ActionStatus.PENDING.value, created_at=to_dt(now),
+                launched=0,
+            )).inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
-    def finish_action(self, action_id: int, status: str, now: float, outcome: str, launched: int = 0,
-                      size: str | None = None, region: str | None = None) -> None:
-        values: dict[str, Any] = {"status": status, "finished_at": to_dt(now), "outcome": outcome,
-                                  "launched": launched}
+    def finish_action(self, action_id: int, status: ActionStatus, now: float, outcome: str, launched: int = 0,
+                      size: str | None = None, region: str | None = None,
+                      error_kind: ErrorKind | None = None) -> None:
+        """Record the outcome; a FAILED action says how in `error_kind`."""
+        values: dict[str, Any] = {"status": ActionStatus(status).value, "finished_at": to_dt(now), "outcome": outcome,
+                                  "launched": launched, "error_kind": error_kind.value if error_kind else None}
         if size is not None:
             values["size"] = size
         if region is not None:
@@ -179,7 +202,8 @@ class Store:
 
     def pending_actions(self) -> list[ActionRow]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.actions).where(t.actions.c.status == "pending").order_by(t.actions.c.id))
+            rows = conn.execute(select(t.actions).where(t.actions.c.status == ActionStatus.PENDING.value)
+                                .order_by(t.actions.c.id))
             return [ActionRow.of(r) for r in rows]
 
     def unconfirmed_creates(self, since: float) -> list[ActionRow]:
@@ -187,14 +211,15 @@ class Store:
         one of their tokens was made by a call whose answer never reached us."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.actions).where(and_(
-                t.actions.c.kind == "create", t.actions.c.status.in_(("failed", "lost")),
+                t.actions.c.kind == ActionKind.CREATE.value,
+                t.actions.c.status.in_((ActionStatus.FAILED.value, ActionStatus.LOST.value)),
                 t.actions.c.created_at >= to_dt(since))))
             return [ActionRow.of(r) for r in rows]
 
     def mark_adopted(self, action_id: int, now: float, found: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(t.actions).where(t.actions.c.id == action_id).values(
-                status="adopted", finished_at=to_dt(now), launched=found,
+                status=ActionStatus.ADOPTED.value, finished_at=to_dt(now), launched=found,
                 outcome=f"adopted {found} machine(s) made by a call whose answer was lost"))
 
     def reopen_lost_create(self, pool: str, count: int, since: float, now: float) -> str | None:
@@ -203,13 +228,15 @@ class Store:
         is idempotent where the provider dedupes (EC2 ClientToken) and adoptable everywhere."""
         with self.engine.begin() as conn:
             row = conn.execute(select(t.actions.c.id, t.actions.c.token).where(and_(
-                t.actions.c.pool == pool, t.actions.c.kind == "create", t.actions.c.status == "lost",
+                t.actions.c.pool == pool, t.actions.c.kind == ActionKind.CREATE.value,
+                t.actions.c.status == ActionStatus.LOST.value,
                 t.actions.c.count == count, t.actions.c.created_at >= to_dt(since),
             )).order_by(t.actions.c.id.desc()).limit(1)).first()
             if row is None:
                 return None
             conn.execute(update(t.actions).where(t.actions.c.id == row.id).values(
-                status="pending", finished_at=None, outcome=f"retried at {to_dt(now).isoformat()}"))
+                status=ActionStatus.PENDING.value, finished_at=None,
+                outcome=f"retried at {to_dt(now).isoformat()}"))
             return row.token
 
     def action_id(self, token: str) -> int:
@@ -233,18 +260,19 @@ class Store:
                 conn.execute(insert(t.decisions), rows)
 
     def create_failure_streak(self, pool: str, limit: int = 8) -> tuple[int, float | None]:
-        """How many of the pool's latest creates failed in a row for a reason other than capacity
-        (bad image, bad subnet, invalid request), and when the latest of them was."""
+        """How many of the pool's latest creates failed in a row with an error kind that backs off
+        (`ErrorKind.backs_off`: not capacity, not a rate limit), and when the latest of them was."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.actions.c.status, t.actions.c.outcome, t.actions.c.created_at)
-                                .where(and_(t.actions.c.pool == pool, t.actions.c.kind == "create"))
+            rows = conn.execute(select(t.actions.c.status, t.actions.c.error_kind, t.actions.c.created_at)
+                                .where(and_(t.actions.c.pool == pool, t.actions.c.kind == ActionKind.CREATE.value))
                                 .order_by(t.actions.c.id.desc()).limit(limit)).all()
         streak = 0
         for row in rows:
-            if row.status != "failed" or (row.outcome or "").startswith(("capacity:", "rate_limited:")):
+            kind = ErrorKind(row.error_kind) if row.error_kind else ErrorKind.PROVIDER
+            if row.status != ActionStatus.FAILED.value or not kind.backs_off:
                 break
             streak += 1
-        return streak, (to_ts(rows[0].created_at) if streak else None)
+        return streak, (_ts(rows[0].created_at) if streak else None)
 
     def prune_decisions(self, before: float) -> int:
         """Delete decision rows older than `before` (one row per pool per tick adds up)."""
@@ -258,13 +286,13 @@ class Store:
         with self.engine.connect() as conn:
             for pool, lookback in pools.items():
                 last: dict[str, float | None] = {}
-                for kind in ("create", "destroy"):
+                for kind in (ActionKind.CREATE, ActionKind.DESTROY):
                     # when the scale event happened: a create retried after a crash counts from
                     # the retry (finished_at), not from the intent that was lost
                     happened = func.coalesce(t.actions.c.finished_at, t.actions.c.created_at)
                     row = conn.execute(select(func.max(happened)).where(and_(
-                        t.actions.c.pool == pool, t.actions.c.kind == kind,
-                        t.actions.c.status.in_(("done", "partial", "adopted", "pending")),
+                        t.actions.c.pool == pool, t.actions.c.kind == kind.value,
+                        t.actions.c.status.in_([s.value for s in HAPPENED_STATUSES]),
                     ))).scalar()
                     last[kind] = to_ts(row)
                 since = to_dt(now - lookback)
@@ -274,9 +302,9 @@ class Store:
                                                 t.decisions.c.held.is_(False)))
                                     .order_by(t.decisions.c.at)).all()
                 out[pool] = PoolHistory(
-                    last_scale_up_at=last["create"], last_scale_down_at=last["destroy"],
-                    recommendations=tuple((to_ts(r.at), r.recommendation) for r in recs),
-                    demand=tuple((to_ts(r.at), r.demand_sample) for r in recs if r.demand_sample is not None),
+                    last_scale_up_at=last[ActionKind.CREATE], last_scale_down_at=last[ActionKind.DESTROY],
+                    recommendations=tuple((_ts(r.at), r.recommendation) for r in recs),
+                    demand=tuple((_ts(r.at), r.demand_sample) for r in recs if r.demand_sample is not None),
                     previous=self._previous_tick(conn, recs[-1]) if recs and pool in previous else None,
                 )
         return History(pools=out)
@@ -287,7 +315,7 @@ class Store:
         signals = conn.execute(select(t.decisions.c.signals).where(t.decisions.c.id == last.id)).scalar() or []
         readings = tuple(SignalReading(s["name"], s["kind"], s["value"], s["source"], s.get("age_s"), s.get("error"))
                          for s in signals)
-        return PreviousTick(to_ts(last.at), last.ready, readings)
+        return PreviousTick(_ts(last.at), last.ready, readings)
 
     def recent_decisions(self, pool: str | None, limit: int) -> list[dict[str, Any]]:
         query = select(t.decisions).order_by(t.decisions.c.id.desc()).limit(limit)

@@ -68,12 +68,12 @@ actions = Table(
     Column("token", String(80), nullable=False, unique=True),
     Column("pool", String(64), nullable=False),
     Column("provider", String(32), nullable=False),
-    Column("kind", String(16), nullable=False),  # create | destroy
+    Column("kind", String(16), nullable=False),  # fleet.model.ActionKind
     Column("count", Integer, nullable=False),
     Column("size", String(64)),
     Column("region", String(64)),
     Column("machine_ids", JSON),  # destroy: provider ids
-    Column("status", String(16), nullable=False),  # pending | done | partial | failed | adopted | lost
+    Column("status", String(16), nullable=False),  # fleet.model.ActionStatus
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
     Column("launched", Integer, nullable=False, default=0),
@@ -81,6 +81,7 @@ actions = Table(
     # create: the candidate the provider call was last sent to (opaque to fleet, from the
     # adapter), written before the call: a retry after a crash goes there first
     Column("attempt", String(200)),
+    Column("error_kind", String(16)),  # a FAILED action: providers.base.ErrorKind
 )
 Index("ix_actions_pool_kind", actions.c.pool, actions.c.kind, actions.c.created_at)
 Index("ix_actions_status", actions.c.status)

@@ -1,0 +1,50 @@
+"""Alembic revisions up and down, on SQLite and PostgreSQL, keeping the rows they touch."""
+
+from __future__ import annotations
+
+from alembic import command
+from sqlalchemy import inspect
+
+from fleet.model import ActionKind, ActionStatus, ErrorKind
+from fleet.store.db import alembic_config, current_revision, make_engine, upgrade
+from fleet.store.repo import Store
+
+
+def _columns(engine, table: str) -> set[str]:
+    return {c["name"] for c in inspect(engine).get_columns(table)}
+
+
+def test_error_kind_revision_fills_failed_creates_from_their_outcome(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine, "0002")
+    store = Store(engine)
+    failed = store.begin_action(token="t-cap", pool="p", provider="simulated", kind=ActionKind.CREATE, count=1,
+                                now=1.0)
+    bad = store.begin_action(token="t-bad", pool="p", provider="simulated", kind=ActionKind.CREATE, count=1,
+                             now=2.0)
+    with engine.begin() as conn:  # as revision 0002 wrote them: the kind only in the prose
+        conn.exec_driver_sql("UPDATE actions SET status='failed', outcome='capacity: no H100 in tor1' "
+                             f"WHERE id={failed}")
+        conn.exec_driver_sql(f"UPDATE actions SET status='failed', outcome='invalid: bad image' WHERE id={bad}")
+    upgrade(engine)
+    assert current_revision(engine) == "0003"
+    kinds = {a.token: a.error_kind for a in store.unconfirmed_creates(0.0)}
+    assert kinds == {"t-cap": ErrorKind.CAPACITY, "t-bad": ErrorKind.INVALID}
+    # the back-off reads the column: the newest failure is invalid (backs off), then capacity ends it
+    assert store.create_failure_streak("p") == (1, 2.0)
+
+
+def test_error_kind_revision_downgrades_and_keeps_the_actions(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    store = Store(engine)
+    action = store.begin_action(token="t-1", pool="p", provider="simulated", kind=ActionKind.CREATE, count=2,
+                                now=1.0)
+    store.finish_action(action, ActionStatus.FAILED, 2.0, "quota: 0 left", error_kind=ErrorKind.QUOTA)
+    command.downgrade(alembic_config(engine), "0002")
+    assert "error_kind" not in _columns(engine, "actions")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT token, status FROM actions").all() == [("t-1", "failed")]
+    upgrade(engine)
+    assert "error_kind" in _columns(engine, "actions")
+    assert [a.error_kind for a in store.unconfirmed_creates(0.0)] == [ErrorKind.QUOTA]  # refilled from outcome
