@@ -7,7 +7,16 @@ import threading
 import time
 
 from fleet.config import parse_config
-from fleet.signals.collect import read_all
+from fleet.signals import read_source
+from fleet.signals.collect import SignalReader
+
+
+def read_all(pools, reader: SignalReader | None = None):
+    """One read of `pools`' signals, by `reader` or by a reader of its own (closed after)."""
+    if reader is not None:
+        return reader.read(pools).signals
+    with SignalReader() as own:
+        return own.read(pools).signals
 
 
 def _pool(signals):
@@ -45,26 +54,22 @@ def test_a_source_that_never_answers_becomes_missing_within_its_deadline():
     listener.close()
 
 
-def test_collector_deadline_bounds_a_source_that_cannot_bound_itself(monkeypatch):
-    import fleet.signals.collect as collect
-
+def test_collector_deadline_bounds_a_source_that_cannot_bound_itself():
     release = threading.Event()
-    real = collect.read_source
 
     def stuck_for_static(cfg):
         if cfg.type == "static" and cfg.value == 99:
             release.wait(10)  # a client library blocked inside a call it cannot time out
-        return real(cfg)
+        return read_source(cfg)
 
-    monkeypatch.setattr(collect, "read_source", stuck_for_static)
-    monkeypatch.setattr(collect, "DEFAULT_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(collect, "GRACE_S", 0.1)
     pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 99}},
                   {"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 3}}])
+    reader = SignalReader(stuck_for_static, default_timeout_s=0.2, grace_s=0.1)
     try:
-        stuck, fine = read_all([pool])["p"]
+        stuck, fine = read_all([pool], reader)["p"]
     finally:
         release.set()
+        reader.close()
     assert stuck.value is None and "no answer within 0.3s" in stuck.error
     assert fine.value == 3
 
@@ -85,33 +90,27 @@ def test_a_negative_or_percent_scale_reading_is_missing_not_a_number(tmp_path):
     assert mem.value == 0.97
 
 
-def test_a_hung_source_holds_one_thread_and_starves_no_other_signal(monkeypatch):
+def test_a_hung_source_holds_one_thread_and_starves_no_other_signal():
     # A broker that accepts the login and never answers again: each tick used to queue one more
     # read behind the stuck one until the shared threads ran out and every signal read as missing.
-    import fleet.signals.collect as collect
-
     release = threading.Event()
-    real = collect.read_source
     calls = []
 
     def hung(cfg):
         if cfg.type == "static" and cfg.value == 99:
             calls.append(cfg)
             release.wait(30)
-        return real(cfg)
+        return read_source(cfg)
 
-    monkeypatch.setattr(collect, "read_source", hung)
-    monkeypatch.setattr(collect, "DEFAULT_TIMEOUT_S", 0.05)
-    monkeypatch.setattr(collect, "GRACE_S", 0.05)
-    monkeypatch.setattr(collect, "_running", {}, raising=False)
     stuck_pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 99}}])
     healthy = parse_config({"fleet": {"name": "t"}, "providers": {"simulated": {}},
                             "pools": [{"name": f"ok{i}", "provider": "simulated", "size": "x", "max": 3, "signals": [
                                 {"kind": "queue_depth", "target_per_machine": 4,
                                  "source": {"type": "static", "value": i}}]} for i in range(40)]}).pools
+    reader = SignalReader(hung, default_timeout_s=0.05, grace_s=0.05)
     try:
         for tick in range(50):  # more ticks than the executor has threads
-            readings = read_all([stuck_pool, *healthy])
+            readings = read_all([stuck_pool, *healthy], reader)
             (stuck,) = readings["p"]
             assert stuck.missing
             assert [r.value for p in healthy for r in readings[p.name]] == list(range(40)), f"tick {tick}"
@@ -119,6 +118,7 @@ def test_a_hung_source_holds_one_thread_and_starves_no_other_signal(monkeypatch)
         assert "has not returned" in stuck.error
     finally:
         release.set()
+        reader.close()
 
 
 def test_a_file_not_rewritten_within_max_age_is_missing(tmp_path):

@@ -3,6 +3,10 @@
 Sources are read concurrently, and the whole read is bounded by a deadline: a source
 whose client library cannot bound a call itself (a broker that accepts the login and
 then never answers) becomes a missing reading instead of stalling the tick.
+
+`SignalReader` owns the threads and the reads still in flight; whoever builds it (the
+wiring) closes it.  The function that reads one source is a constructor argument, so a
+test passes a slow or hung reader instead of patching this module.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from types import TracebackType
+from typing import Any, NamedTuple, TypeVar
 
 from fleet.config import MachineWorkConfig, PoolConfig, SignalConfig
 from fleet.model import SignalReading
 from fleet.signals import SourceReading, read_source
+from fleet.signals.base import Missing
 from fleet.signals.machine_work import MachineWorkReading
 from fleet.signals.machine_work import describe as describe_machine_work
 from fleet.signals.machine_work import read as read_machine_work
@@ -23,11 +29,17 @@ from fleet.signals.machine_work import read as read_machine_work
 DEFAULT_TIMEOUT_S = 2.0  # static and file sources have no timeout of their own
 GRACE_S = 1.0
 
-_executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fleet-signal")
-# The read of each (pool, index (-1: per-machine work), config) still running from an earlier tick.  A thread
-# blocked in a client library cannot be stopped; a new read of the same signal is not queued
-# behind it, so one hung source holds one thread, not a new one each tick until all starve.
-_running: dict[tuple[str, int, str], tuple[Future[Any], float]] = {}
+T = TypeVar("T")
+SourceReader = Callable[[Any], SourceReading]  # a source config -> its reading; never raises
+WorkReader = Callable[[MachineWorkConfig], MachineWorkReading]
+_Key = tuple[str, int, str]  # (pool, signal index (-1: per-machine work), the config as JSON)
+
+
+class Readings(NamedTuple):
+    """One read of every pool: its signals, and its per-machine work where it has one."""
+
+    signals: dict[str, tuple[SignalReading, ...]]
+    machine_work: dict[str, MachineWorkReading]
 
 
 def signal_name(index: int, signal: SignalConfig) -> str:
@@ -39,7 +51,8 @@ def _combine(first: SourceReading, second: SourceReading) -> SourceReading:
     source = f"{first.source} + {second.source}"
     if first.value is None or second.value is None:
         errors = "; ".join(r.error for r in (first, second) if r.error)
-        return SourceReading.missing(source, errors or "a part is missing")
+        code = first.code if first.value is None else second.code
+        return SourceReading.missing(source, errors or "a part is missing", code or Missing.FAILED)
     ages = [a for a in (first.age_s, second.age_s) if a is not None]
     return SourceReading(first.value + second.value, source, max(ages) if ages else None)
 
@@ -60,11 +73,12 @@ def implausible(kind: str, value: float) -> str | None:
     return None
 
 
-def read_signal(index: int, signal: SignalConfig) -> SignalReading:
-    reading = read_source(signal.source)
+def read_signal(index: int, signal: SignalConfig, read: SourceReader = read_source) -> SignalReading:
+    """One signal through `read`: its source, plus its in-flight source when it has one."""
+    reading = read(signal.source)
     extra = getattr(signal, "in_flight_source", None)
     if extra is not None:
-        reading = _combine(reading, read_source(extra))
+        reading = _combine(reading, read(extra))
     value, error = reading.value, reading.error
     if value is not None and (why := implausible(signal.kind, value)) is not None:
         value, error = None, f"{reading.source}: {why}"
@@ -72,81 +86,129 @@ def read_signal(index: int, signal: SignalConfig) -> SignalReading:
                          source=reading.source, age_s=reading.age_s, error=error)
 
 
-def _timeout(signal: SignalConfig) -> float:
-    sources = [signal.source, getattr(signal, "in_flight_source", None)]
-    return sum(getattr(s, "timeout_s", DEFAULT_TIMEOUT_S) for s in sources if s is not None)
+class SignalReader:
+    """Reads pools' signals and per-machine work concurrently, each within its deadline.
 
+    The read of each signal still running from an earlier tick is remembered: a thread blocked
+    in a client library cannot be stopped, so a new read of the same signal is not queued behind
+    it, and one hung source holds one thread, not a new one each tick until all starve.
+    """
 
-def read_pool_signals(pool: PoolConfig) -> tuple[SignalReading, ...]:
-    return read_all([pool])[pool.name]
+    def __init__(self, read: SourceReader = read_source, read_work: WorkReader = read_machine_work, *,
+                 default_timeout_s: float = DEFAULT_TIMEOUT_S, grace_s: float = GRACE_S,
+                 max_workers: int = 32) -> None:
+        self._read = read
+        self._read_work = read_work
+        self.default_timeout_s = default_timeout_s
+        self.grace_s = grace_s
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fleet-signal")
+        self._running: dict[_Key, tuple[Future[Any], float]] = {}
 
+    def __enter__(self) -> SignalReader:
+        return self
 
-def read_all(pools: Sequence[PoolConfig]) -> dict[str, tuple[SignalReading, ...]]:
-    return read_everything(pools)[0]
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
+    def close(self) -> None:
+        """Stop taking reads; a read hung in a client library is abandoned, not waited for."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._running.clear()
 
-def _submit(key: tuple[str, int, str], started: float, fn: Any, *args: Any) -> tuple[Future[Any] | None, float]:
-    """Start a read, unless the same read from an earlier tick is still running: then (None,
-    how long it has been running)."""
-    earlier = _running.get(key)
-    if earlier is not None and not earlier[0].done():
-        return None, started - earlier[1]
-    future = _executor.submit(fn, *args)
-    _running[key] = (future, started)
-    return future, 0.0
+    def read(self, pools: Sequence[PoolConfig]) -> Readings:
+        """Every pool's signals and, for pools that have one, its per-machine work, read at once."""
+        started = time.monotonic()
+        jobs = [(pool.name, i, signal, *self._submit((pool.name, i, signal.model_dump_json()), started,
+                                                      read_signal, i, signal, self._read))
+                for pool in pools for i, signal in enumerate(pool.signals)]
+        work_jobs = [(pool.name, *self._submit_work(pool, started)) for pool in pools
+                     if pool.machine_work is not None]
+        out: dict[str, list[SignalReading]] = {pool.name: [] for pool in pools}
+        for pool_name, i, signal, future, stuck_s in jobs:
+            out[pool_name].append(self._await(future, stuck_s, started, self._timeout(signal) + self.grace_s,
+                                              _no_answer_of(i, signal)))
+        work = {name: self._await_work(cfg, future, stuck_s, started) for name, cfg, future, stuck_s in work_jobs}
+        return Readings({name: tuple(readings) for name, readings in out.items()}, work)
 
+    def read_signals(self, pools: Sequence[PoolConfig]) -> dict[str, tuple[SignalReading, ...]]:
+        return self.read(pools).signals
 
-def read_everything(pools: Sequence[PoolConfig]
-                    ) -> tuple[dict[str, tuple[SignalReading, ...]], dict[str, MachineWorkReading]]:
-    """Every pool's signals and, for pools that have one, its per-machine work, read at once."""
-    started = time.monotonic()
-    jobs = [(pool.name, i, signal, *_submit((pool.name, i, signal.model_dump_json()), started, read_signal, i, signal))
-            for pool in pools for i, signal in enumerate(pool.signals)]
-    work_jobs = [(pool.name, *_submit_work(pool, started)) for pool in pools if pool.machine_work is not None]
-    out: dict[str, list[SignalReading]] = {pool.name: [] for pool in pools}
-    for pool_name, i, signal, future, stuck_s in jobs:
-        out[pool_name].append(_await(future, stuck_s, started, _timeout(signal) + GRACE_S,
-                                     lambda why, i=i, signal=signal: _no_answer(i, signal, why)))
-    work = {pool_name: _await_work(cfg, future, stuck_s, started) for pool_name, cfg, future, stuck_s in work_jobs}
-    return {name: tuple(readings) for name, readings in out.items()}, work
+    def read_machine_work(self, pool: PoolConfig) -> MachineWorkReading | None:
+        """The pool's per-machine work now (the re-check before a destroy); None without one."""
+        if pool.machine_work is None:
+            return None
+        started = time.monotonic()
+        return self._await_work(*self._submit_work(pool, started), started)
 
+    def _timeout(self, signal: SignalConfig) -> float:
+        sources = [signal.source, getattr(signal, "in_flight_source", None)]
+        return sum(getattr(s, "timeout_s", self.default_timeout_s) for s in sources if s is not None)
 
-def read_pool_machine_work(pool: PoolConfig) -> MachineWorkReading | None:
-    """The pool's per-machine work now (the re-check before a destroy); None without one."""
-    if pool.machine_work is None:
-        return None
-    started = time.monotonic()
-    return _await_work(*_submit_work(pool, started), started)
+    def _submit(self, key: _Key, started: float, fn: Callable[..., T], *args: Any) -> tuple[Future[T] | None, float]:
+        """Start a read, unless the same read from an earlier tick is still running: then (None,
+        how long it has been running)."""
+        earlier = self._running.get(key)
+        if earlier is not None and not earlier[0].done():
+            return None, started - earlier[1]
+        future = self._executor.submit(fn, *args)
+        self._running[key] = (future, started)
+        return future, 0.0
 
+    def _submit_work(self, pool: PoolConfig, started: float
+                     ) -> tuple[MachineWorkConfig, Future[MachineWorkReading] | None, float]:
+        cfg = pool.machine_work
+        assert cfg is not None
+        return (cfg, *self._submit((pool.name, -1, cfg.model_dump_json()), started, self._read_work, cfg))
 
-def _submit_work(pool: PoolConfig, started: float) -> tuple[MachineWorkConfig, Future[Any] | None, float]:
-    cfg = pool.machine_work
-    assert cfg is not None
-    return (cfg, *_submit((pool.name, -1, cfg.model_dump_json()), started, read_machine_work, cfg))
+    def _await_work(self, cfg: MachineWorkConfig, future: Future[MachineWorkReading] | None, stuck_s: float,
+                    started: float) -> MachineWorkReading:
+        return self._await(future, stuck_s, started, cfg.timeout_s + self.grace_s,
+                           lambda why: MachineWorkReading(None, describe_machine_work(cfg), why))
 
-
-def _await_work(cfg: MachineWorkConfig, future: Future[Any] | None, stuck_s: float,
-                started: float) -> MachineWorkReading:
-    return _await(future, stuck_s, started, cfg.timeout_s + GRACE_S,
-                  lambda why: MachineWorkReading(None, describe_machine_work(cfg), why))
-
-
-def _await(future: Future[Any] | None, stuck_s: float, started: float, budget: float,
-           missing: Callable[[str], Any]) -> Any:
-    """The read's answer within `budget` seconds of `started`, or `missing(why)`: it hangs from
-    an earlier tick (no future), or it did not answer in time."""
-    if future is None:
-        return missing(_hangs(stuck_s))
-    try:
-        return future.result(timeout=max(0.0, started + budget - time.monotonic()))
-    except FutureTimeout:
-        return missing(f"no answer within {budget:g}s: the source did not respond")
+    @staticmethod
+    def _await(future: Future[T] | None, stuck_s: float, started: float, budget: float,
+               missing: Callable[[str], T]) -> T:
+        """The read's answer within `budget` seconds of `started`, or `missing(why)`: it hangs from
+        an earlier tick (no future), or it did not answer in time."""
+        if future is None:
+            return missing(_hangs(stuck_s))
+        try:
+            return future.result(timeout=max(0.0, started + budget - time.monotonic()))
+        except FutureTimeout:
+            return missing(f"no answer within {budget:g}s: the source did not respond")
 
 
 def _hangs(stuck_s: float) -> str:
     return f"the read started {stuck_s:.0f}s ago has not returned: the source hangs (not read again until it does)"
 
 
-def _no_answer(index: int, signal: SignalConfig, why: str) -> SignalReading:
-    return SignalReading(name=signal_name(index, signal), kind=signal.kind, value=None,
-                         source=signal.source.type, error=why)
+def _no_answer_of(index: int, signal: SignalConfig) -> Callable[[str], SignalReading]:
+    def no_answer(why: str) -> SignalReading:
+        return SignalReading(name=signal_name(index, signal), kind=signal.kind, value=None,
+                             source=signal.source.type, error=why)
+    return no_answer
+
+
+# ---------------------------------------------------------------- kept for the controller's switch
+# fleet/controller.py still calls these two; once it holds a `SignalReader` (built and closed by
+# the wiring) they go, and with them the one reader created here on first use.
+
+_default: SignalReader | None = None
+
+
+def _default_reader() -> SignalReader:
+    global _default
+    if _default is None:
+        _default = SignalReader()
+    return _default
+
+
+def read_everything(pools: Sequence[PoolConfig]) -> Readings:
+    """Kept for the controller's switch: `SignalReader.read`."""
+    return _default_reader().read(pools)
+
+
+def read_pool_machine_work(pool: PoolConfig) -> MachineWorkReading | None:
+    """Kept for the controller's switch: `SignalReader.read_machine_work`."""
+    return _default_reader().read_machine_work(pool)
