@@ -7,8 +7,9 @@ a pool that reads only a file never imports redis, pika or boto3.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from fleet.signals.base import SourceReading
+from fleet.signals.base import Missing, SourceReading
 
 SOURCE_MODULES = {
     "static": "fleet.signals.static",
@@ -21,14 +22,15 @@ SOURCE_MODULES = {
 }
 
 
-def read_source(cfg) -> SourceReading:
+def read_source(cfg: Any) -> SourceReading:
     """Read one source; never raises (an unexpected failure is a missing reading)."""
     name = SOURCE_MODULES[cfg.type]
     try:
         module = importlib.import_module(name)
         return module.read(cfg)
     except Exception as exc:  # a source bug must hold the pool, not crash the tick
-        return SourceReading.missing(cfg.type, f"{cfg.type} source failed: {type(exc).__name__}: {exc}")
+        return SourceReading.missing(cfg.type, f"{cfg.type} source failed: {type(exc).__name__}: {exc}",
+                                     Missing.FAILED)
 
 
-__all__ = ["SourceReading", "read_source"]
+__all__ = ["Missing", "SourceReading", "read_source"]

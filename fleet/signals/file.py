@@ -9,30 +9,45 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import Any
 
 from fleet.config import FileSource
-from fleet.signals.base import SourceReading
+from fleet.signals.base import Missing, ReadFailed, SourceReading
 
 
 def read(cfg: FileSource) -> SourceReading:
     where = f"file {cfg.path} key {cfg.key!r}"
     try:
+        data, age_s = _load(cfg)
+        value = _number_at(cfg, data)
+    except ReadFailed as exc:
+        return SourceReading.missing(where, str(exc), exc.code)
+    if cfg.max_age_s is not None and age_s > cfg.max_age_s:
+        return SourceReading.missing(where, f"stale: {cfg.path} was last written {age_s:.0f}s ago "
+                                            f"(max_age_s={cfg.max_age_s:g})", Missing.STALE)
+    return SourceReading(value=value, source=where, age_s=age_s)
+
+
+def _load(cfg: FileSource) -> tuple[Any, float]:
+    """The file's JSON and how long ago it was written."""
+    try:
         text = cfg.path.read_text(encoding="utf-8")
         age_s = max(0.0, time.time() - cfg.path.stat().st_mtime)
     except OSError as exc:
-        return SourceReading.missing(where, f"cannot read {cfg.path}: {exc.strerror or exc}")
+        code = Missing.ABSENT if isinstance(exc, FileNotFoundError) else Missing.FAILED
+        raise ReadFailed(code, f"cannot read {cfg.path}: {exc.strerror or exc}") from exc
     try:
-        data = json.loads(text)
+        return json.loads(text), age_s
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return SourceReading.missing(where, f"{cfg.path} is not valid JSON: {exc}")
+        raise ReadFailed(Missing.MALFORMED, f"{cfg.path} is not valid JSON: {exc}") from exc
+
+
+def _number_at(cfg: FileSource, data: Any) -> float:
     if not isinstance(data, dict):
-        return SourceReading.missing(where, f"{cfg.path} must hold a JSON object, not {type(data).__name__}")
+        raise ReadFailed(Missing.MALFORMED, f"{cfg.path} must hold a JSON object, not {type(data).__name__}")
     if cfg.key not in data:
-        return SourceReading.missing(where, f"key {cfg.key!r} not in {cfg.path}")
+        raise ReadFailed(Missing.ABSENT, f"key {cfg.key!r} not in {cfg.path}")
     value = data[cfg.key]
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return SourceReading.missing(where, f"{cfg.path} key {cfg.key!r} is not a finite number: {value!r}")
-    if cfg.max_age_s is not None and age_s > cfg.max_age_s:
-        return SourceReading.missing(where, f"stale: {cfg.path} was last written {age_s:.0f}s ago "
-                                            f"(max_age_s={cfg.max_age_s:g})")
-    return SourceReading(value=float(value), source=where, age_s=age_s)
+        raise ReadFailed(Missing.MALFORMED, f"{cfg.path} key {cfg.key!r} is not a finite number: {value!r}")
+    return float(value)

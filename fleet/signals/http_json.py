@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from fleet.config import HttpJsonSource
-from fleet.signals.base import SourceReading
+from fleet.signals.base import Missing, ReadFailed, SourceReading
 
 
 def public_url(url: str) -> str:
@@ -43,13 +43,20 @@ def redact(text: str, *secrets: str | None) -> str:
     return text
 
 
-def http_failure(exc: httpx.HTTPError, what: str, timeout_s: float) -> str:
-    """A reason for a transport failure that names what was being done."""
+def http_failure(exc: httpx.HTTPError, what: str, timeout_s: float) -> ReadFailed:
+    """A transport failure as a missing reading's code and reason, naming what was being done."""
     if isinstance(exc, httpx.TimeoutException):
-        return f"{what}: timed out after {timeout_s:g}s ({type(exc).__name__})"
+        return ReadFailed(Missing.TIMEOUT, f"{what}: timed out after {timeout_s:g}s ({type(exc).__name__})")
     if isinstance(exc, httpx.ConnectError):
-        return f"{what}: cannot connect: {exc}"
-    return f"{what}: {type(exc).__name__}: {exc}"
+        return ReadFailed(Missing.UNREACHABLE, f"{what}: cannot connect: {exc}")
+    return ReadFailed(Missing.FAILED, f"{what}: {type(exc).__name__}: {exc}")
+
+
+def status_code_of(status: int) -> Missing:
+    """The code of a non-200 answer: 404 is absent, 401/403 refused credentials."""
+    if status == 404:
+        return Missing.ABSENT
+    return Missing.AUTH if status in (401, 403) else Missing.FAILED
 
 
 def bearer_headers(headers: dict[str, str], token_env: str | None) -> tuple[dict[str, str], str | None]:
@@ -75,29 +82,32 @@ def finite_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def walk(data: Any, path: str) -> tuple[Any, str | None]:
-    """Follow a dotted path; (value, error)."""
+def walk(data: Any, path: str) -> Any:
+    """Follow a dotted path; ReadFailed (ABSENT: no such key or index; MALFORMED: the document
+    has another shape) when it leads nowhere."""
     node = data
     walked: list[str] = []
     for segment in path.split("."):
-        here = ".".join(walked) or "the document root"
-        if isinstance(node, dict):
-            if segment not in node:
-                keys = ", ".join(sorted(map(str, node))[:10])
-                return None, f"key {segment!r} not found at {here} (keys: {keys or 'none'})"
-            node = node[segment]
-        elif isinstance(node, list):
-            try:
-                index = int(segment)
-            except ValueError:
-                return None, f"{here} is a list; {segment!r} is not an index"
-            if not -len(node) <= index < len(node):
-                return None, f"index {index} out of range at {here} (length {len(node)})"
-            node = node[index]
-        else:
-            return None, f"cannot take {segment!r} of {here}: it is a {_json_type(node)}"
+        node = _step(node, segment, ".".join(walked) or "the document root")
         walked.append(segment)
-    return node, None
+    return node
+
+
+def _step(node: Any, segment: str, here: str) -> Any:
+    if isinstance(node, dict):
+        if segment not in node:
+            keys = ", ".join(sorted(map(str, node))[:10])
+            raise ReadFailed(Missing.ABSENT, f"key {segment!r} not found at {here} (keys: {keys or 'none'})")
+        return node[segment]
+    if not isinstance(node, list):
+        raise ReadFailed(Missing.MALFORMED, f"cannot take {segment!r} of {here}: it is a {_json_type(node)}")
+    try:
+        index = int(segment)
+    except ValueError:
+        raise ReadFailed(Missing.MALFORMED, f"{here} is a list; {segment!r} is not an index") from None
+    if not -len(node) <= index < len(node):
+        raise ReadFailed(Missing.ABSENT, f"index {index} out of range at {here} (length {len(node)})")
+    return node[index]
 
 
 def _json_type(value: Any) -> str:
@@ -119,24 +129,30 @@ def read(cfg: HttpJsonSource) -> SourceReading:
     where = f"http_json {url} path {cfg.path}"
     headers, error = bearer_headers(cfg.headers, cfg.token_env)
     if error:
-        return SourceReading.missing(where, error)
+        return SourceReading.missing(where, error, Missing.AUTH)
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
+    try:
+        number = _get_number(cfg, url, headers)
+    except ReadFailed as exc:
+        return SourceReading.missing(where, redact(str(exc), token), exc.code)
+    # The service's own freshness is unknown, so no age.
+    return SourceReading(value=number, source=where)
+
+
+def _get_number(cfg: HttpJsonSource, url: str, headers: dict[str, str]) -> float:
     try:
         with httpx.Client(timeout=cfg.timeout_s, follow_redirects=True) as client:
             response = client.get(cfg.url, headers=headers)
     except httpx.HTTPError as exc:
-        return SourceReading.missing(where, redact(http_failure(exc, f"GET {url}", cfg.timeout_s), token))
+        raise http_failure(exc, f"GET {url}", cfg.timeout_s) from exc
     if response.status_code != 200:
-        return SourceReading.missing(where, f"GET {url} answered HTTP {response.status_code}")
+        raise ReadFailed(status_code_of(response.status_code), f"GET {url} answered HTTP {response.status_code}")
     try:
         data = response.json()
     except ValueError as exc:
-        return SourceReading.missing(where, f"GET {url} did not return JSON: {exc}")
-    value, error = walk(data, cfg.path)
-    if error:
-        return SourceReading.missing(where, error)
+        raise ReadFailed(Missing.MALFORMED, f"GET {url} did not return JSON: {exc}") from exc
+    value = walk(data, cfg.path)
     number = finite_number(value)
     if number is None:
-        return SourceReading.missing(where, f"{cfg.path} is not a finite number: {_json_type(value)} {value!r:.60}")
-    # The service's own freshness is unknown, so no age.
-    return SourceReading(value=number, source=where)
+        raise ReadFailed(Missing.MALFORMED, f"{cfg.path} is not a finite number: {_json_type(value)} {value!r:.60}")
+    return number

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from fleet.config import MachineWorkConfig
+from fleet.signals.base import Missing
 from fleet.signals.http_json import bearer_headers, public_url, redact
 from fleet.signals.prometheus import QueryFailed, instant_query, matchers
 
@@ -49,6 +50,7 @@ class MachineWorkReading:
     source: str
     error: str | None = None
     unreadable: tuple[str, ...] = field(default=())  # keys whose sample was NaN or negative
+    code: Missing | None = None  # why `work` is None (None when it is not)
 
     @property
     def missing(self) -> bool:
@@ -83,46 +85,51 @@ def read(cfg: MachineWorkConfig) -> MachineWorkReading:
     where = describe(cfg)
     headers, error = bearer_headers(cfg.headers, cfg.token_env)
     if error:
-        return MachineWorkReading(None, where, error)
+        return MachineWorkReading(None, where, error, code=Missing.AUTH)
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
     try:
         with httpx.Client(headers=headers, follow_redirects=False) as client:
             result_type, result = instant_query(client, cfg, build_query(cfg), cfg.timeout_s)
-        return _per_machine(cfg, where, result_type, result)
+        return _per_machine(cfg, where, _series(cfg, result_type, result))
     except QueryFailed as exc:
-        return MachineWorkReading(None, where, redact(str(exc), token))
+        return MachineWorkReading(None, where, redact(str(exc), token), code=exc.code)
 
 
-def _per_machine(cfg: MachineWorkConfig, where: str, result_type: str, result: Any) -> MachineWorkReading:
+def _series(cfg: MachineWorkConfig, result_type: str, result: Any) -> list[tuple[str, Any]]:
+    """(machine label value, sample) of each series that carries the label."""
     if result_type != "vector" or not isinstance(result, list):
-        raise QueryFailed(f"query returned a {result_type}; it must give one series per machine, "
-                          f"e.g. sum by ({cfg.machine_label}) (...)")
+        raise QueryFailed(Missing.MALFORMED, f"query returned a {result_type}; it must give one series per "
+                                             f"machine, e.g. sum by ({cfg.machine_label}) (...)")
     if not result:
-        raise QueryFailed("query returned no data: no machine is known to be idle (check the selector "
-                          "and that the servers are scraped)")
-    label = cfg.machine_label
+        raise QueryFailed(Missing.ABSENT, "query returned no data: no machine is known to be idle (check the "
+                                          "selector and that the servers are scraped)")
+    items = [item for item in result if isinstance(item, dict)]
+    labelled = [(str(name), item.get("value")) for item in items
+                if isinstance(metric := item.get("metric"), dict) and (name := metric.get(cfg.machine_label))]
+    if not labelled:
+        raise QueryFailed(Missing.MALFORMED, f"no series carries the label {cfg.machine_label!r}: aggregate "
+                                             f"by it, e.g. sum by ({cfg.machine_label}) (...)")
+    return labelled
+
+
+def _sample(value: Any) -> float:
+    """A series' number, NaN when it has none."""
+    try:
+        return float(value[1]) if isinstance(value, list) and len(value) == 2 else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _per_machine(cfg: MachineWorkConfig, where: str, series: list[tuple[str, Any]]) -> MachineWorkReading:
     work: dict[str, float] = {}
     unreadable: set[str] = set()
-    unlabelled = 0
-    for item in result:
-        metric = item.get("metric") if isinstance(item, dict) else None
-        value = item.get("value") if isinstance(item, dict) else None
-        name = metric.get(label) if isinstance(metric, dict) else None
-        if not name:
-            unlabelled += 1
-            continue
-        key = machine_key(str(name), cfg.match)
-        try:
-            number = float(value[1]) if isinstance(value, list) and len(value) == 2 else math.nan
-        except (TypeError, ValueError):
-            number = math.nan
+    for name, value in series:
+        key = machine_key(name, cfg.match)
+        number = _sample(value)
         if math.isnan(number) or math.isinf(number) or number < 0:
             unreadable.add(key)
             continue
         work[key] = work.get(key, 0.0) + number
-    if unlabelled == len(result):
-        raise QueryFailed(f"no series carries the label {label!r}: aggregate by it, e.g. "
-                          f"sum by ({label}) (...)")
     for key in unreadable:
         work.pop(key, None)  # one bad series of a machine: its total is unknown
     return MachineWorkReading(work, where, unreadable=tuple(sorted(unreadable)))

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from fleet.config import MachineWorkConfig, PrometheusSource
-from fleet.signals.base import SourceReading
+from fleet.signals.base import Missing, ReadFailed, SourceReading
 from fleet.signals.http_json import bearer_headers, http_failure, public_url, redact
 
 
@@ -116,8 +116,13 @@ def describe(cfg: PrometheusSource) -> str:
     return f"prometheus {what} @ {public_url(cfg.url)}"
 
 
-class QueryFailed(Exception):
-    """A reason the reading is missing (this module and machine_work.py)."""
+class QueryFailed(ReadFailed):
+    """A reason the reading is missing (this module and machine_work.py); `error_type` is
+    Prometheus' own `errorType` when it answered with one (`bad_data`, `timeout`, ...)."""
+
+    def __init__(self, code: Missing, message: str, error_type: str | None = None) -> None:
+        super().__init__(code, message)
+        self.error_type = error_type
 
 
 def instant_query(client: httpx.Client, cfg: PrometheusSource | MachineWorkConfig, query: str,
@@ -130,69 +135,86 @@ def instant_query(client: httpx.Client, cfg: PrometheusSource | MachineWorkConfi
     try:
         response = client.get(url, params=params, timeout=budget_s)
     except httpx.HTTPError as exc:
-        raise QueryFailed(http_failure(exc, where, cfg.timeout_s)) from exc
+        failure = http_failure(exc, where, cfg.timeout_s)
+        raise QueryFailed(failure.code, str(failure)) from exc
     try:
         body = response.json()
     except ValueError:
         body = None
     if response.status_code in (401, 403):
-        raise QueryFailed(f"{where}: HTTP {response.status_code} (check token_env / headers)")
+        raise QueryFailed(Missing.AUTH, f"{where}: HTTP {response.status_code} (check token_env / headers)")
     if not isinstance(body, dict):
-        raise QueryFailed(f"{where}: HTTP {response.status_code} without a Prometheus JSON body")
+        raise QueryFailed(Missing.MALFORMED, f"{where}: HTTP {response.status_code} without a Prometheus JSON body")
     if body.get("status") != "success" or response.status_code != 200:
-        kind = body.get("errorType", "error")
-        raise QueryFailed(f"{where}: HTTP {response.status_code} {kind}: {body.get('error', 'no message')}")
+        kind = str(body.get("errorType", "error"))
+        raise QueryFailed(Missing.TIMEOUT if kind == "timeout" else Missing.FAILED,
+                          f"{where}: HTTP {response.status_code} {kind}: {body.get('error', 'no message')}", kind)
     data = body.get("data")
     if not isinstance(data, dict):
-        raise QueryFailed(f"{where}: response has no `data` object")
+        raise QueryFailed(Missing.MALFORMED, f"{where}: response has no `data` object")
     return str(data.get("resultType")), data.get("result")
 
 
 def _one_sample(result_type: str, result: Any) -> float:
     """The number a result reduces to, or QueryFailed with why not."""
-    if result_type == "scalar":
-        raw = result[1] if isinstance(result, list) and len(result) == 2 else None
-    elif result_type == "vector":
-        if not isinstance(result, list) or not result:
-            raise QueryFailed("query returned no data (empty result); a missing metric is not zero")
-        if len(result) > 1:
-            raise QueryFailed(f"query returned {len(result)} series; aggregate it, e.g. sum(...)")
-        value = result[0].get("value") if isinstance(result[0], dict) else None
-        raw = value[1] if isinstance(value, list) and len(value) == 2 else None
-    else:
-        raise QueryFailed(f"query returned a {result_type}; it must give an instant vector or a scalar")
-    try:
-        number = float(raw)  # Prometheus sends values as strings ("NaN", "+Inf" included)
-    except (TypeError, ValueError):
-        raise QueryFailed(f"unparsable sample value {raw!r}") from None
+    raw = _raw_sample(result_type, result)
+    number = _parse(raw)
     if math.isnan(number):
-        raise QueryFailed("query returned NaN (e.g. 0/0 or no GPUs reporting)")
+        raise QueryFailed(Missing.MALFORMED, "query returned NaN (e.g. 0/0 or no GPUs reporting)")
     if math.isinf(number):
-        raise QueryFailed(f"query returned {raw}")
+        raise QueryFailed(Missing.MALFORMED, f"query returned {raw}")
     return number
+
+
+def _raw_sample(result_type: str, result: Any) -> Any:
+    """The one sample's value as Prometheus sent it (a string)."""
+    if result_type == "scalar":
+        return result[1] if isinstance(result, list) and len(result) == 2 else None
+    if result_type != "vector":
+        raise QueryFailed(Missing.MALFORMED,
+                          f"query returned a {result_type}; it must give an instant vector or a scalar")
+    if not isinstance(result, list) or not result:
+        raise QueryFailed(Missing.ABSENT, "query returned no data (empty result); a missing metric is not zero")
+    if len(result) > 1:
+        raise QueryFailed(Missing.MALFORMED, f"query returned {len(result)} series; aggregate it, e.g. sum(...)")
+    value = result[0].get("value") if isinstance(result[0], dict) else None
+    return value[1] if isinstance(value, list) and len(value) == 2 else None
+
+
+def _parse(raw: Any) -> float:
+    try:
+        return float(raw)  # Prometheus sends values as strings ("NaN", "+Inf" included)
+    except (TypeError, ValueError):
+        raise QueryFailed(Missing.MALFORMED, f"unparsable sample value {raw!r}") from None
 
 
 def read(cfg: PrometheusSource, now: Callable[[], float] = time.time) -> SourceReading:
     where = describe(cfg)
     headers, error = bearer_headers(cfg.headers, cfg.token_env)
     if error:
-        return SourceReading.missing(where, error)
+        return SourceReading.missing(where, error, Missing.AUTH)
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
-    value_query, age_query = build_queries(cfg)
-    deadline = time.monotonic() + cfg.timeout_s
     try:
         with httpx.Client(headers=headers, follow_redirects=False) as client:
-            value = _one_sample(*instant_query(client, cfg, value_query, cfg.timeout_s))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise QueryFailed(f"timed out after {cfg.timeout_s:g}s before the sample age was read")
-            age_s = _age(client, cfg, age_query, remaining, now)
+            value, age_s = _value_and_age(client, cfg, now)
     except QueryFailed as exc:
-        return SourceReading.missing(where, redact(str(exc), token))
+        return SourceReading.missing(where, redact(str(exc), token), exc.code)
     if age_s is not None and age_s > cfg.max_age_s:
         return SourceReading.missing(where, f"stale: the oldest input sample is {age_s:.0f}s old "
-                                            f"(max_age_s={cfg.max_age_s:g})")
+                                            f"(max_age_s={cfg.max_age_s:g})", Missing.STALE)
     return SourceReading(value=value, source=where, age_s=age_s)
+
+
+def _value_and_age(client: httpx.Client, cfg: PrometheusSource, now: Callable[[], float]
+                   ) -> tuple[float, float | None]:
+    """The value, then its age, both within the one `timeout_s`."""
+    value_query, age_query = build_queries(cfg)
+    deadline = time.monotonic() + cfg.timeout_s
+    value = _one_sample(*instant_query(client, cfg, value_query, cfg.timeout_s))
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise QueryFailed(Missing.TIMEOUT, f"timed out after {cfg.timeout_s:g}s before the sample age was read")
+    return value, _age(client, cfg, age_query, remaining, now)
 
 
 def _age(client: httpx.Client, cfg: PrometheusSource, query: str, budget_s: float,
@@ -201,7 +223,7 @@ def _age(client: httpx.Client, cfg: PrometheusSource, query: str, budget_s: floa
         stamp = _one_sample(*instant_query(client, cfg, query, budget_s))
     except QueryFailed as exc:
         # A scalar custom query has no timestamp(): its age is unknown, not a failure.
-        if cfg.query is not None and "bad_data" in str(exc):
+        if cfg.query is not None and exc.error_type == "bad_data":
             return None
-        raise QueryFailed(f"reading the sample age: {exc}") from None
+        raise QueryFailed(exc.code, f"reading the sample age: {exc}", exc.error_type) from None
     return max(0.0, now() - stamp)

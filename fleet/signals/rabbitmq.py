@@ -24,7 +24,7 @@ import pika.exceptions
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from fleet.config import RabbitMQSource
-from fleet.signals.base import SourceReading
+from fleet.signals.base import Missing, ReadFailed, SourceReading
 from fleet.signals.http_json import finite_number, http_failure, public_url, redact
 
 # pika logs every failed connection at ERROR with a traceback; the reading carries the reason.
@@ -43,37 +43,34 @@ def describe(cfg: RabbitMQSource) -> str:
     return f"rabbitmq queue {cfg.queue} ({counts}) @ {via}"
 
 
-def _password(cfg: RabbitMQSource) -> tuple[str | None, str | None]:
-    """(password from password_env, error)."""
+def _password(cfg: RabbitMQSource) -> str | None:
+    """The password from password_env (None: the URLs' own)."""
     if cfg.password_env is None:
-        return None, None
+        return None
     password = os.environ.get(cfg.password_env)
     if not password:
-        return None, f"environment variable {cfg.password_env} (password_env) is not set"
-    return password, None
+        raise ReadFailed(Missing.AUTH, f"environment variable {cfg.password_env} (password_env) is not set")
+    return password
 
 
 def read(cfg: RabbitMQSource) -> SourceReading:
     where = describe(cfg)
-    password, error = _password(cfg)
-    if error:
-        return SourceReading.missing(where, error)
-    secrets = (password, urlsplit(cfg.url).password,
-               urlsplit(cfg.management_url).password if cfg.management_url else None)
-    if cfg.management_url:
-        result = _read_management(cfg, password)
-    else:
-        result = _read_amqp(cfg, password)
-    if isinstance(result, str):
-        return SourceReading.missing(where, redact(result, *secrets))
-    return SourceReading(value=result[0], source=where, age_s=result[1])
+    secrets: tuple[str | None, ...] = (urlsplit(cfg.url).password,
+                                       urlsplit(cfg.management_url).password if cfg.management_url else None)
+    try:
+        password = _password(cfg)
+        secrets += (password,)
+        value, age_s = _read_management(cfg, password) if cfg.management_url else _read_amqp(cfg, password)
+    except ReadFailed as exc:
+        return SourceReading.missing(where, redact(str(exc), *secrets), exc.code)
+    return SourceReading(value=value, source=where, age_s=age_s)
 
 
-def _read_amqp(cfg: RabbitMQSource, password: str | None) -> tuple[float, float | None] | str:
+def _parameters(cfg: RabbitMQSource, password: str | None) -> pika.URLParameters:
     try:
         params = pika.URLParameters(cfg.url)
     except Exception as exc:  # pika raises assorted types for a bad URL
-        return f"invalid AMQP url {public_url(cfg.url)}: {type(exc).__name__}"
+        raise ReadFailed(Missing.FAILED, f"invalid AMQP url {public_url(cfg.url)}: {type(exc).__name__}") from None
     if password is not None:
         params.credentials = pika.PlainCredentials(params.credentials.username, password)
     params.connection_attempts = 1
@@ -81,30 +78,41 @@ def _read_amqp(cfg: RabbitMQSource, password: str | None) -> tuple[float, float 
     params.stack_timeout = cfg.timeout_s  # connect + AMQP handshake + open, as a whole
     params.blocked_connection_timeout = cfg.timeout_s  # a broker under a resource alarm
     params.heartbeat = 0  # a one-shot connection needs none
-    what = f"declaring queue {cfg.queue!r} (passive) on {public_url(cfg.url)}"
+    return params
+
+
+def _connect(cfg: RabbitMQSource, params: pika.URLParameters, what: str) -> pika.BlockingConnection:
     try:
-        connection = pika.BlockingConnection(params)
+        return pika.BlockingConnection(params)
     except pika.exceptions.ProbableAuthenticationError as exc:
-        return f"{what}: authentication failed: {exc}"
+        raise ReadFailed(Missing.AUTH, f"{what}: authentication failed: {exc}") from None
     except pika.exceptions.ProbableAccessDeniedError as exc:
-        return f"{what}: access denied (vhost {params.virtual_host!r}): {exc}"
+        raise ReadFailed(Missing.AUTH, f"{what}: access denied (vhost {params.virtual_host!r}): {exc}") from None
     except (pika.exceptions.AMQPConnectionError, AMQPConnectorException) as exc:
         reason = repr(exc)
         if "Timeout" in reason or "timed out" in reason:
-            return f"{what}: timed out after {cfg.timeout_s:g}s: {reason}"
-        return f"{what}: cannot connect: {reason}"
+            raise ReadFailed(Missing.TIMEOUT, f"{what}: timed out after {cfg.timeout_s:g}s: {reason}") from None
+        raise ReadFailed(Missing.UNREACHABLE, f"{what}: cannot connect: {reason}") from None
     except Exception as exc:
-        return f"{what}: {type(exc).__name__}: {exc}"
+        raise ReadFailed(Missing.FAILED, f"{what}: {type(exc).__name__}: {exc}") from None
+
+
+def _read_amqp(cfg: RabbitMQSource, password: str | None) -> tuple[float, float | None]:
+    params = _parameters(cfg, password)
+    what = f"declaring queue {cfg.queue!r} (passive) on {public_url(cfg.url)}"
+    connection = _connect(cfg, params, what)
     try:
         channel = connection.channel()
         ok = channel.queue_declare(queue=cfg.queue, passive=True)
         return float(ok.method.message_count), 0.0
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == 404:
-            return f"queue {cfg.queue!r} does not exist in vhost {params.virtual_host!r}"
-        return f"{what}: the broker closed the channel: {exc.reply_code} {exc.reply_text}"
+            raise ReadFailed(Missing.ABSENT, f"queue {cfg.queue!r} does not exist in vhost "
+                                             f"{params.virtual_host!r}") from None
+        raise ReadFailed(Missing.FAILED, f"{what}: the broker closed the channel: {exc.reply_code} "
+                                         f"{exc.reply_text}") from None
     except pika.exceptions.AMQPError as exc:
-        return f"{what}: {type(exc).__name__}: {exc!r}"
+        raise ReadFailed(Missing.FAILED, f"{what}: {type(exc).__name__}: {exc!r}") from None
     finally:
         try:
             connection.close()
@@ -122,7 +130,7 @@ def _management_auth(cfg: RabbitMQSource, password: str | None) -> tuple[str, st
     return user, secret
 
 
-def _read_management(cfg: RabbitMQSource, password: str | None) -> tuple[float, float | None] | str:
+def _read_management(cfg: RabbitMQSource, password: str | None) -> tuple[float, float | None]:
     assert cfg.management_url is not None
     base = public_url(cfg.management_url).rstrip("/")
     vhost = vhost_of(cfg.url)
@@ -131,23 +139,26 @@ def _read_management(cfg: RabbitMQSource, password: str | None) -> tuple[float, 
     try:
         response = httpx.get(url, auth=_management_auth(cfg, password), timeout=cfg.timeout_s)
     except httpx.HTTPError as exc:
-        return http_failure(exc, what, cfg.timeout_s)
+        raise http_failure(exc, what, cfg.timeout_s) from None
     if response.status_code == 404:
-        return f"queue {cfg.queue!r} does not exist in vhost {vhost!r} (management API 404)"
+        raise ReadFailed(Missing.ABSENT, f"queue {cfg.queue!r} does not exist in vhost {vhost!r} "
+                                         "(management API 404)")
     if response.status_code in (401, 403):
-        return f"{what}: HTTP {response.status_code}: check the user and password_env"
+        raise ReadFailed(Missing.AUTH, f"{what}: HTTP {response.status_code}: check the user and password_env")
     if response.status_code != 200:
-        return f"{what}: HTTP {response.status_code}"
+        raise ReadFailed(Missing.FAILED, f"{what}: HTTP {response.status_code}")
     try:
         body = response.json()
     except ValueError as exc:
-        return f"{what}: not JSON: {exc}"
+        raise ReadFailed(Missing.MALFORMED, f"{what}: not JSON: {exc}") from None
     fields = ["messages_ready"] + (["messages_unacknowledged"] if cfg.include_unacked else [])
-    total = 0.0
-    for name in fields:
-        number = finite_number(body.get(name)) if isinstance(body, dict) else None
-        if number is None:
-            # a queue's counters appear only after the broker's first statistics emission
-            return f"{what}: no numeric {name} in the response (statistics not emitted yet?)"
-        total += number
-    return total, None
+    return sum(_counter(body, name, what) for name in fields), None
+
+
+def _counter(body: object, name: str, what: str) -> float:
+    number = finite_number(body.get(name)) if isinstance(body, dict) else None
+    if number is None:
+        # a queue's counters appear only after the broker's first statistics emission
+        raise ReadFailed(Missing.MALFORMED, f"{what}: no numeric {name} in the response (statistics not "
+                                            "emitted yet?)")
+    return number

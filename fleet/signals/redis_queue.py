@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from fleet.config import RedisSource
-from fleet.signals.base import SourceReading
+from fleet.signals.base import Missing, ReadFailed, SourceReading
 from fleet.signals.http_json import redact
 
 
@@ -49,69 +49,79 @@ def _connect(cfg: RedisSource, password: str | None) -> redis.Redis:
     )
 
 
-def _group_backlog(client: redis.Redis, cfg: RedisSource) -> float | str:
-    """pending + lag of the group, or the reason it is unknown."""
+def _group_backlog(client: redis.Redis, cfg: RedisSource) -> float:
+    """pending + lag of the group, or ReadFailed with the reason it is unknown."""
     groups = client.xinfo_groups(cfg.key)
     for group in groups:
         if group.get("name") == cfg.group:
             lag = group.get("lag")
             if lag is None:
-                return (f"group {cfg.group!r}: Redis reports no lag (Redis < 7, or entries were deleted "
-                        "from the stream), so the undelivered backlog is unknown")
+                raise ReadFailed(Missing.MALFORMED, f"group {cfg.group!r}: Redis reports no lag (Redis < 7, or "
+                                                    "entries were deleted from the stream), so the undelivered "
+                                                    "backlog is unknown")
             return float(group.get("pending", 0)) + float(lag)
     names = ", ".join(sorted(str(g.get("name")) for g in groups)) or "none"
-    return f"no consumer group {cfg.group!r} on stream {cfg.key!r} (groups: {names})"
+    raise ReadFailed(Missing.ABSENT, f"no consumer group {cfg.group!r} on stream {cfg.key!r} (groups: {names})")
 
 
-def _depth(client: redis.Redis, cfg: RedisSource) -> float | str:
-    """The number, or the reason there is none."""
+def _depth(client: redis.Redis, cfg: RedisSource) -> float:
+    """The number, or ReadFailed with the reason there is none."""
     if cfg.mode == "list":
         return float(client.llen(cfg.key))  # 0 for a missing key; WRONGTYPE raises
     if cfg.mode == "stream":
         return float(client.xlen(cfg.key))
+    kind = str(client.type(cfg.key))
     if cfg.mode == "group":
-        if client.type(cfg.key) == "none":
-            return f"stream {cfg.key!r} does not exist"
+        if kind == "none":
+            raise ReadFailed(Missing.ABSENT, f"stream {cfg.key!r} does not exist")
         return _group_backlog(client, cfg)
-    kind = client.type(cfg.key)
     if kind == "list":
         return float(client.llen(cfg.key))
     if kind == "stream":
         return float(client.xlen(cfg.key))
     if kind == "none":
-        return (f"key {cfg.key!r} does not exist; an emptied queue deletes its key, so set "
-                'mode = "list" or "stream" to read a missing key as 0')
-    return f"key {cfg.key!r} is a {kind}, not a list or a stream"
+        raise ReadFailed(Missing.ABSENT, f"key {cfg.key!r} does not exist; an emptied queue deletes its key, so "
+                                         'set mode = "list" or "stream" to read a missing key as 0')
+    raise ReadFailed(Missing.MALFORMED, f"key {cfg.key!r} is a {kind}, not a list or a stream")
+
+
+def _password(cfg: RedisSource) -> str | None:
+    if cfg.password_env is None:
+        return None
+    password = os.environ.get(cfg.password_env)
+    if not password:
+        raise ReadFailed(Missing.AUTH, f"environment variable {cfg.password_env} (password_env) is not set")
+    return password
 
 
 def read(cfg: RedisSource) -> SourceReading:
-    password = None
-    if cfg.password_env is not None:
-        password = os.environ.get(cfg.password_env)
-        if not password:
-            return SourceReading.missing(describe(cfg), f"environment variable {cfg.password_env} "
-                                                        "(password_env) is not set")
+    try:
+        password = _password(cfg)
+    except ReadFailed as exc:
+        return SourceReading.missing(describe(cfg), str(exc), exc.code)
     try:
         client = _connect(cfg, password)
     except ValueError as exc:  # a malformed URL
-        return SourceReading.missing(describe(cfg), f"invalid redis url: {redact(str(exc), password)}")
+        return SourceReading.missing(describe(cfg), f"invalid redis url: {redact(str(exc), password)}", Missing.FAILED)
     where = describe(cfg, client)
     try:
-        result = _depth(client, cfg)
-    except redis.TimeoutError as exc:
-        return SourceReading.missing(where, f"reading {cfg.key!r}: timed out after {cfg.timeout_s:g}s ({exc})")
-    except redis.AuthenticationError as exc:  # a subclass of ConnectionError: name it first
-        return SourceReading.missing(where, f"reading {cfg.key!r}: authentication failed: "
-                                            f"{redact(str(exc), password)}")
-    except redis.ConnectionError as exc:
-        return SourceReading.missing(where, f"reading {cfg.key!r}: cannot connect: {redact(str(exc), password)}")
-    except redis.ResponseError as exc:  # WRONGTYPE, no such key, AUTH failures, ...
-        return SourceReading.missing(where, f"reading {cfg.key!r}: {redact(str(exc), password)}")
+        return SourceReading(value=_depth(client, cfg), source=where, age_s=0.0)  # read live from the server
+    except ReadFailed as exc:
+        return SourceReading.missing(where, str(exc), exc.code)
     except redis.RedisError as exc:
-        return SourceReading.missing(where, f"reading {cfg.key!r}: {type(exc).__name__}: "
-                                            f"{redact(str(exc), password)}")
+        code, why = _failure(exc, cfg)
+        return SourceReading.missing(where, f"reading {cfg.key!r}: {redact(why, password)}", code)
     finally:
         client.close()
-    if isinstance(result, str):
-        return SourceReading.missing(where, result)
-    return SourceReading(value=result, source=where, age_s=0.0)  # read live from the server
+
+
+def _failure(exc: redis.RedisError, cfg: RedisSource) -> tuple[Missing, str]:
+    if isinstance(exc, redis.TimeoutError):
+        return Missing.TIMEOUT, f"timed out after {cfg.timeout_s:g}s ({exc})"
+    if isinstance(exc, redis.AuthenticationError):  # a subclass of ConnectionError: name it first
+        return Missing.AUTH, f"authentication failed: {exc}"
+    if isinstance(exc, redis.ConnectionError):
+        return Missing.UNREACHABLE, f"cannot connect: {exc}"
+    if isinstance(exc, redis.ResponseError):  # WRONGTYPE, no such key, AUTH failures, ...
+        return (Missing.MALFORMED if str(exc).startswith("WRONGTYPE") else Missing.FAILED), str(exc)
+    return Missing.FAILED, f"{type(exc).__name__}: {exc}"

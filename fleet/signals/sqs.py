@@ -15,14 +15,23 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 
 from fleet.config import SqsSource
-from fleet.signals.base import SourceReading
+from fleet.signals.base import Missing, ReadFailed, SourceReading
 
 WAITING = "ApproximateNumberOfMessages"
 IN_FLIGHT = "ApproximateNumberOfMessagesNotVisible"
 MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+REFUSED = {"AccessDenied", "AccessDeniedException", "InvalidClientTokenId", "SignatureDoesNotMatch",
+           "UnrecognizedClientException", "ExpiredToken", "InvalidSecurity"}
 
 
 def region_of(cfg: SqsSource) -> str | None:
@@ -47,25 +56,38 @@ def _client(region: str | None, endpoint_url: str | None, timeout_s: float) -> A
 def read(cfg: SqsSource) -> SourceReading:
     where = f"sqs {cfg.queue_url}"
     names = [WAITING] + ([IN_FLIGHT] if cfg.include_in_flight else [])
-    what = f"reading {', '.join(names)}"
+    try:
+        total = _total(_attributes(cfg, names), names)
+    except ReadFailed as exc:
+        return SourceReading.missing(where, f"reading {', '.join(names)}: {exc}", exc.code)
+    return SourceReading(value=total, source=where, age_s=0.0)
+
+
+def _attributes(cfg: SqsSource, names: list[str]) -> dict[str, Any]:
     try:
         client = _client(region_of(cfg), cfg.endpoint_url, cfg.timeout_s)
-        attributes = client.get_queue_attributes(QueueUrl=cfg.queue_url, AttributeNames=names)["Attributes"]
+        return dict(client.get_queue_attributes(QueueUrl=cfg.queue_url, AttributeNames=names)["Attributes"])
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        code = error.get("Code", "?")
+        code = str(error.get("Code", "?"))
         if code in MISSING_QUEUE:
-            return SourceReading.missing(where, "queue does not exist")
-        return SourceReading.missing(where, f"{what}: {code}: {error.get('Message', '')}")
+            raise ReadFailed(Missing.ABSENT, "queue does not exist") from None
+        kind = Missing.AUTH if code in REFUSED else Missing.FAILED
+        raise ReadFailed(kind, f"{code}: {error.get('Message', '')}") from None
     except (ConnectTimeoutError, ReadTimeoutError) as exc:
-        return SourceReading.missing(where, f"{what}: timed out after {cfg.timeout_s:g}s: {exc}")
+        raise ReadFailed(Missing.TIMEOUT, f"timed out after {cfg.timeout_s:g}s: {exc}") from None
     except BotoCoreError as exc:  # no credentials, no region, endpoint unreachable, ...
-        return SourceReading.missing(where, f"{what}: {type(exc).__name__}: {exc}")
+        kind = {EndpointConnectionError: Missing.UNREACHABLE, NoCredentialsError: Missing.AUTH}.get(
+            type(exc), Missing.FAILED)
+        raise ReadFailed(kind, f"{type(exc).__name__}: {exc}") from None
+
+
+def _total(attributes: dict[str, Any], names: list[str]) -> float:
     total = 0.0
     for name in names:
-        raw = attributes.get(name)
+        raw: Any = attributes.get(name)
         try:
             total += int(raw)  # strings, e.g. "3"
         except (TypeError, ValueError):
-            return SourceReading.missing(where, f"{what}: {name} is {raw!r}, not an integer")
-    return SourceReading(value=total, source=where, age_s=0.0)
+            raise ReadFailed(Missing.MALFORMED, f"{name} is {raw!r}, not an integer") from None
+    return total
