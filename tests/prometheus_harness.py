@@ -207,9 +207,14 @@ class _ResponderHandler(_Quiet):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self) -> None:  # an AWS JSON-protocol call (SQS) posts to the endpoint's root
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
+
 
 class JsonResponder(_Server):
-    """Answers `routes[path]` (exact path, raw URL-encoded form) and records every request."""
+    """Answers `routes[path]` (exact path, raw URL-encoded form) to a GET or a POST, and
+    records every request."""
 
     def __init__(self, routes: dict[str, Route] | None = None):
         super().__init__(_ResponderHandler)
