@@ -6,9 +6,9 @@ import socket
 import threading
 import time
 
-from fleet.config import parse_config
 from fleet.signals import read_source
 from fleet.signals.collect import SignalReader
+from tests.builders import make_config, pool, queue
 
 
 def read_all(pools, reader: SignalReader | None = None):
@@ -20,9 +20,7 @@ def read_all(pools, reader: SignalReader | None = None):
 
 
 def _pool(signals):
-    return parse_config({"fleet": {"name": "t"}, "providers": {"simulated": {}},
-                         "pools": [{"name": "p", "provider": "simulated", "size": "x", "max": 3,
-                                    "signals": signals}]}).pools[0]
+    return make_config(pool("p", max=3, signals=signals)).pools[0]
 
 
 def test_waiting_plus_in_flight_from_two_sources():
@@ -103,10 +101,7 @@ def test_a_hung_source_holds_one_thread_and_starves_no_other_signal():
         return read_source(cfg)
 
     stuck_pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 99}}])
-    healthy = parse_config({"fleet": {"name": "t"}, "providers": {"simulated": {}},
-                            "pools": [{"name": f"ok{i}", "provider": "simulated", "size": "x", "max": 3, "signals": [
-                                {"kind": "queue_depth", "target_per_machine": 4,
-                                 "source": {"type": "static", "value": i}}]} for i in range(40)]}).pools
+    healthy = make_config(*(pool(f"ok{i}", max=3, signals=[queue(i)]) for i in range(40))).pools
     reader = SignalReader(hung, default_timeout_s=0.05, grace_s=0.05)
     try:
         for tick in range(50):  # more ticks than the executor has threads

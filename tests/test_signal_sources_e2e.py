@@ -15,6 +15,7 @@ import redis
 from typer.testing import CliRunner
 
 from fleet.cli import app
+from tests import builders
 from tests.servers import REDIS_HOST, REDIS_PORT, free_port, need_tcp
 
 pytestmark = pytest.mark.redis
@@ -32,27 +33,11 @@ def queue():
     client.close()
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return repr(value)
-
-
-def write_config(path: Path, signals: list[dict[str, Any]], **pool: Any) -> Path:
-    settings = {"name": "gen", "provider": "simulated", "size": "gpu-h100x1-80gb", "region": "tor1",
-                "min": 0, "max": 10, "max_step_up": 10, "scale_up_cooldown_s": 0, "scale_down_cooldown_s": 0,
-                "scale_down_stabilization_s": 0, "tolerance": 0.0} | pool
-    lines = ["[fleet]", 'name = "e2e"', 'database_url = "sqlite:///fleet.db"', "metrics_port = 0", "",
-             "[providers.simulated]", "", "[[pools]]"]
-    lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
-    for signal in signals:
-        lines += ["", "  [[pools.signals]]"] + [f"  {k} = {toml_value(v)}" for k, v in signal.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def write_config(path: Path, signals: list[dict[str, Any]], **overrides: Any) -> Path:
+    settings = {"region": "tor1", "min": 0, "max": 10, "max_step_up": 10, "scale_up_cooldown_s": 0,
+                "scale_down_cooldown_s": 0, "scale_down_stabilization_s": 0, "tolerance": 0.0} | overrides
+    return builders.write_config(path, builders.pool("gen", signals=signals, **settings),
+                                 fleet={"name": "e2e", "database_url": "sqlite:///fleet.db", "metrics_port": 0})
 
 
 def fleet(*args: str) -> str:
