@@ -5,6 +5,7 @@ Alembic (`fleet.store.db.upgrade`)."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -174,7 +175,7 @@ def begin(store: Store, token: str, *, kind: ActionKind = ActionKind.CREATE, poo
     return store.begin_action(token=token, pool=pool, provider="simulated", kind=kind, count=count, now=now, **kw)
 
 
-def actions(store: Store) -> dict[str, tuple]:
+def actions(store: Store) -> dict[str, Any]:
     with store.engine.connect() as conn:
         return {r.token: r for r in conn.execute(select(t.actions))}
 
@@ -387,7 +388,7 @@ def test_an_expired_lease_is_taken_by_another(store):
 # ---------------------------------------------------------------- the ledger
 
 
-def ledger(store: Store) -> list[tuple[float, float, Decimal]]:
+def ledger(store: Store) -> list[tuple[float | None, float, Decimal]]:
     with store.engine.connect() as conn:
         rows = conn.execute(select(t.spend_ledger).order_by(t.spend_ledger.c.machine_id, t.spend_ledger.c.hour_start))
         return [(to_ts(r.hour_start), r.seconds, Decimal(str(r.amount_usd))) for r in rows]
