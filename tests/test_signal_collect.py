@@ -131,3 +131,41 @@ def test_a_file_not_rewritten_within_max_age_is_missing(tmp_path):
     stale, any_age = read_all([pool])["p"]
     assert stale.missing and "was last written 6" in stale.error and "(max_age_s=60)" in stale.error
     assert any_age.value == 7 and any_age.age_s >= 61
+
+
+def test_closing_the_reader_does_not_wait_for_a_hung_read():
+    release = threading.Event()
+
+    def hung(cfg):
+        release.wait(30)
+        return read_source(cfg)
+
+    pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 1}}])
+    try:
+        with SignalReader(hung, default_timeout_s=0.05, grace_s=0.05) as reader:
+            (stuck,) = read_all([pool], reader)["p"]
+            started = time.monotonic()
+        assert time.monotonic() - started < 0.5  # the thread is abandoned, not joined
+        assert stuck.missing
+    finally:
+        release.set()
+
+
+def test_per_machine_work_is_read_by_the_injected_reader():
+    from fleet.signals.machine_work import MachineWorkReading
+
+    seen = []
+
+    def work(cfg):
+        seen.append(cfg)
+        return MachineWorkReading({"10.0.0.5": 2.0}, "fake")
+
+    machine_work = {"url": "http://127.0.0.1:1", "preset": "vllm"}
+    with_work = make_config(pool("w", max=3, machine_work=machine_work)).pools[0]
+    with SignalReader(read_work=work) as reader:
+        readings = reader.read([with_work, _pool([])])
+        assert dict(readings.machine_work["w"].work or {}) == {"10.0.0.5": 2.0}
+        assert "p" not in readings.machine_work and readings.signals["p"] == ()
+        assert reader.read_machine_work(with_work) == MachineWorkReading({"10.0.0.5": 2.0}, "fake")
+        assert reader.read_machine_work(_pool([])) is None
+    assert len(seen) == 2
