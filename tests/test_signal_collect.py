@@ -7,16 +7,16 @@ import threading
 import time
 
 from fleet.signals import read_source
-from fleet.signals.collect import SignalReader
+from fleet.signals.collect import SignalCollector
 from tests.builders import make_config, pool, queue
 
 
-def read_all(pools, reader: SignalReader | None = None):
+def read_all(pools, reader: SignalCollector | None = None):
     """One read of `pools`' signals, by `reader` or by a reader of its own (closed after)."""
     if reader is not None:
-        return reader.read(pools).signals
-    with SignalReader() as own:
-        return own.read(pools).signals
+        return reader.read_everything(pools).signals
+    with SignalCollector() as own:
+        return own.read_everything(pools).signals
 
 
 def _pool(signals):
@@ -62,7 +62,7 @@ def test_collector_deadline_bounds_a_source_that_cannot_bound_itself():
 
     pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 99}},
                   {"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 3}}])
-    reader = SignalReader(stuck_for_static, default_timeout_s=0.2, grace_s=0.1)
+    reader = SignalCollector(stuck_for_static, default_timeout_s=0.2, grace_s=0.1)
     try:
         stuck, fine = read_all([pool], reader)["p"]
     finally:
@@ -102,7 +102,7 @@ def test_a_hung_source_holds_one_thread_and_starves_no_other_signal():
 
     stuck_pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 99}}])
     healthy = make_config(*(pool(f"ok{i}", max=3, signals=[queue(i)]) for i in range(40))).pools
-    reader = SignalReader(hung, default_timeout_s=0.05, grace_s=0.05)
+    reader = SignalCollector(hung, default_timeout_s=0.05, grace_s=0.05)
     try:
         for tick in range(50):  # more ticks than the executor has threads
             readings = read_all([stuck_pool, *healthy], reader)
@@ -142,7 +142,7 @@ def test_closing_the_reader_does_not_wait_for_a_hung_read():
 
     pool = _pool([{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 1}}])
     try:
-        with SignalReader(hung, default_timeout_s=0.05, grace_s=0.05) as reader:
+        with SignalCollector(hung, default_timeout_s=0.05, grace_s=0.05) as reader:
             (stuck,) = read_all([pool], reader)["p"]
             started = time.monotonic()
         assert time.monotonic() - started < 0.5  # the thread is abandoned, not joined
@@ -162,10 +162,10 @@ def test_per_machine_work_is_read_by_the_injected_reader():
 
     machine_work = {"url": "http://127.0.0.1:1", "preset": "vllm"}
     with_work = make_config(pool("w", max=3, machine_work=machine_work)).pools[0]
-    with SignalReader(read_work=work) as reader:
-        readings = reader.read([with_work, _pool([])])
+    with SignalCollector(read_work=work) as reader:
+        readings = reader.read_everything([with_work, _pool([])])
         assert dict(readings.machine_work["w"].work or {}) == {"10.0.0.5": 2.0}
         assert "p" not in readings.machine_work and readings.signals["p"] == ()
-        assert reader.read_machine_work(with_work) == MachineWorkReading({"10.0.0.5": 2.0}, "fake")
-        assert reader.read_machine_work(_pool([])) is None
+        assert reader.read_pool_machine_work(with_work) == MachineWorkReading({"10.0.0.5": 2.0}, "fake")
+        assert reader.read_pool_machine_work(_pool([])) is None
     assert len(seen) == 2

@@ -4,7 +4,7 @@ Sources are read concurrently, and the whole read is bounded by a deadline: a so
 whose client library cannot bound a call itself (a broker that accepts the login and
 then never answers) becomes a missing reading instead of stalling the tick.
 
-`SignalReader` owns the threads and the reads still in flight; whoever builds it (the
+`SignalCollector` owns the threads and the reads still in flight; whoever builds it (the
 wiring) closes it.  The function that reads one source is a constructor argument, so a
 test passes a slow or hung reader instead of patching this module.
 """
@@ -86,8 +86,9 @@ def read_signal(index: int, signal: SignalConfig, read: SourceReader = read_sour
                          source=reading.source, age_s=reading.age_s, error=error)
 
 
-class SignalReader:
-    """Reads pools' signals and per-machine work concurrently, each within its deadline.
+class SignalCollector:
+    """Reads pools' signals and per-machine work concurrently, each within its deadline (the
+    `SignalReader` the tick observes through, fleet/observe.py).
 
     The read of each signal still running from an earlier tick is remembered: a thread blocked
     in a client library cannot be stopped, so a new read of the same signal is not queued behind
@@ -104,7 +105,7 @@ class SignalReader:
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fleet-signal")
         self._running: dict[_Key, tuple[Future[Any], float]] = {}
 
-    def __enter__(self) -> SignalReader:
+    def __enter__(self) -> SignalCollector:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -116,7 +117,7 @@ class SignalReader:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._running.clear()
 
-    def read(self, pools: Sequence[PoolConfig]) -> Readings:
+    def read_everything(self, pools: Sequence[PoolConfig]) -> Readings:
         """Every pool's signals and, for pools that have one, its per-machine work, read at once."""
         started = time.monotonic()
         jobs = [(pool.name, i, signal, *self._submit((pool.name, i, signal.model_dump_json()), started,
@@ -131,10 +132,7 @@ class SignalReader:
         work = {name: self._await_work(cfg, future, stuck_s, started) for name, cfg, future, stuck_s in work_jobs}
         return Readings({name: tuple(readings) for name, readings in out.items()}, work)
 
-    def read_signals(self, pools: Sequence[PoolConfig]) -> dict[str, tuple[SignalReading, ...]]:
-        return self.read(pools).signals
-
-    def read_machine_work(self, pool: PoolConfig) -> MachineWorkReading | None:
+    def read_pool_machine_work(self, pool: PoolConfig) -> MachineWorkReading | None:
         """The pool's per-machine work now (the re-check before a destroy); None without one."""
         if pool.machine_work is None:
             return None
@@ -191,24 +189,24 @@ def _no_answer_of(index: int, signal: SignalConfig) -> Callable[[str], SignalRea
 
 
 # ---------------------------------------------------------------- kept for the controller's switch
-# fleet/controller.py still calls these two; once it holds a `SignalReader` (built and closed by
-# the wiring) they go, and with them the one reader created here on first use.
+# The wiring still calls these two module functions; once it builds (and closes) a
+# `SignalCollector` itself they go, and with them the one collector created here on first use.
 
-_default: SignalReader | None = None
+_default: SignalCollector | None = None
 
 
-def _default_reader() -> SignalReader:
+def _default_collector() -> SignalCollector:
     global _default
     if _default is None:
-        _default = SignalReader()
+        _default = SignalCollector()
     return _default
 
 
 def read_everything(pools: Sequence[PoolConfig]) -> Readings:
-    """Kept for the controller's switch: `SignalReader.read`."""
-    return _default_reader().read(pools)
+    """Kept for the controller's switch: `SignalCollector.read_everything`."""
+    return _default_collector().read_everything(pools)
 
 
 def read_pool_machine_work(pool: PoolConfig) -> MachineWorkReading | None:
-    """Kept for the controller's switch: `SignalReader.read_machine_work`."""
-    return _default_reader().read_machine_work(pool)
+    """Kept for the controller's switch: `SignalCollector.read_pool_machine_work`."""
+    return _default_collector().read_pool_machine_work(pool)
