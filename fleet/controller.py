@@ -499,7 +499,7 @@ class Controller:
         # Re-check just before destroying: still ours, still in this pool, not already on its way out.
         rows = self._pool_rows(pool)
         victims = [rows[i] for i in action.machine_ids if i in rows and rows[i].state in (
-            MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY, MachineState.DRAINING,
+            MachineState.BOOTING, MachineState.READY, MachineState.DRAINING,
             MachineState.FAILED)]
         skipped = set(action.machine_ids) - {v.provider_id for v in victims}
         if skipped:

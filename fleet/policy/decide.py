@@ -40,7 +40,7 @@ from fleet.model import (
 from fleet.policy.recommend import describe, recommend
 from fleet.policy.removal import choose_victims
 
-_NOT_READY = (MachineState.REQUESTED, MachineState.BOOTING)
+_NOT_READY = (MachineState.BOOTING,)
 
 
 class _Budget:

@@ -83,7 +83,7 @@ WAIT_CLEARS = 0.5
 SURGE_MAX = 10.0  # a surge estimate multiplies the busy machines at most this many times a tick
 _MAX_SAMPLES = 60  # rises are measured on at most this many samples
 _EPS = 1e-9
-_CAPACITY = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY})
+_CAPACITY = frozenset({MachineState.BOOTING, MachineState.READY})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from fleet.model import Machine, MachineState
 
-_NOT_READY = (MachineState.REQUESTED, MachineState.BOOTING)
+_NOT_READY = (MachineState.BOOTING,)
 
 
 def choose_victims(machines: Iterable[Machine], count: int, keep_booting: bool = False,

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fleet.model import (
+    FINAL_STATES,
     HAPPENED_STATUSES,
     ActionKind,
     ActionStatus,
@@ -28,7 +29,7 @@ from fleet.model import (
 from fleet.store import tables as t
 from fleet.store.states import check_move
 
-FINAL_STATES = (MachineState.TERMINATED.value,)
+_FINAL = [s.value for s in FINAL_STATES]
 
 
 def to_dt(ts: float) -> datetime:
@@ -113,7 +114,7 @@ class Store:
     def unfinished_machines(self) -> list[MachineRow]:
         """Every machine that may still exist at the provider."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.machines).where(t.machines.c.state.notin_(FINAL_STATES))
+            rows = conn.execute(select(t.machines).where(t.machines.c.state.notin_(_FINAL))
                                 .order_by(t.machines.c.id))
             return [MachineRow.of(r) for r in rows]
 
@@ -122,7 +123,7 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.machines).where(and_(
                 t.machines.c.provider == provider, t.machines.c.provider_id == provider_id,
-                t.machines.c.state.in_(FINAL_STATES)))).first()
+                t.machines.c.state.in_(_FINAL)))).first()
             return None if row is None else MachineRow.of(row)
 
     def add_machine(self, *, provider: str, provider_id: str, pool: str, state: MachineState, size: str,
