@@ -18,10 +18,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fleet.cloud import WiringError, build_providers, price_problems
 from fleet.config import Config, ConfigError, load_config
-from fleet.controller import Controller, plan_json, pool_plan_json
+from fleet.controller import Controller
 from fleet.model import MachineState
+from fleet.render import plan_json, pool_plan_json
 from fleet.store.db import SchemaOutOfDate, make_engine, upgrade
 from fleet.store.repo import Store, month_start, to_ts
+from fleet.wiring import build_controller
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Keep GPU VM fleets sized to their work, under cooldowns, quotas and budget caps.")
@@ -54,9 +56,10 @@ def _config(path: Path) -> Config:
         raise typer.Exit(1) from None
 
 
-def _controller(cfg: Config) -> Controller:
+def _controller(cfg: Config, migrate: bool = True) -> Controller:
+    """The controller for a command; `migrate=False` (a dry run) writes nothing to the database."""
     try:
-        controller = Controller(cfg)
+        controller = build_controller(cfg, migrate=migrate)
         problems = price_problems(cfg, controller.providers)
         if problems:
             raise WiringError("; ".join(problems))
@@ -97,7 +100,7 @@ def plan(config: ConfigOpt, output: Annotated[Output, typer.Option("--output", "
     """One dry-run tick: observe and decide, change nothing."""
     _setup_logging()
     cfg = _config(config)
-    result = _controller(cfg).tick(dry_run=True)
+    result = _controller(cfg, migrate=False).tick(dry_run=True)
     if output is Output.json:
         out.print_json(json.dumps(plan_json(result)))
         return

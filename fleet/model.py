@@ -276,3 +276,15 @@ class Plan:
             if p.pool == name:
                 return p
         raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick decided, whether it acted, and what acting said per pool (codes and prose)."""
+
+    plan: Plan
+    dry_run: bool
+    notes: Mapping[str, tuple[Reason, ...]] = field(default_factory=dict)
+
+    def notes_of(self, pool: str) -> tuple[Reason, ...]:
+        return tuple(self.notes.get(pool, ()))

@@ -367,7 +367,7 @@ def test_a_destroy_that_does_not_finish_is_retried_and_reported(database_url, tm
         rig.clock.advance(15)
         notes += [n for ns in ctl.tick().notes.values() for n in ns]
     assert len(cloud.asked) >= 3  # asked again every tick once 30 s have passed
-    assert any("still exists" in n and "destroy_timeout_s=120" in n for n in notes)
+    assert any(n.code == "destroy_timeout" and "destroy_timeout_s=120" in n.message for n in notes)
     assert len(rig.cloud_ids()) == 1  # still there, still billed, still tracked
     assert {m.state for m in ctl.store.unfinished_machines()} == {MachineState.TERMINATING}
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from fleet.config import Config, parse_config
 from fleet.controller import Controller
+from fleet.wiring import build_controller
 from providers.simulated import SimulatedCloud
 from tests.clock import FakeClock as Clock
 
@@ -48,7 +49,7 @@ class Rig:
     def controller(self, **kw: Any) -> Controller:
         """A fresh controller on the same database and cloud (what a restart gives)."""
         kw.setdefault("providers", {"simulated": self.cloud})
-        return Controller(self.config, clock=self.clock, **kw)
+        return build_controller(self.config, clock=self.clock, **kw)
 
     def set(self, **values: Any) -> None:
         write_signals(self.signals, **values)

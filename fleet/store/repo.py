@@ -111,12 +111,15 @@ class Store:
         with self.engine.connect() as conn:
             return [MachineRow.of(r) for r in conn.execute(query.order_by(t.machines.c.id))]
 
-    def unfinished_machines(self) -> list[MachineRow]:
-        """Every machine that may still exist at the provider."""
+    def unfinished_machines(self, provider: str | None = None, pool: str | None = None) -> list[MachineRow]:
+        """Every machine that may still exist at the provider (of one provider and pool, if given)."""
+        query = select(t.machines).where(t.machines.c.state.notin_(_FINAL))
+        if provider is not None:
+            query = query.where(t.machines.c.provider == provider)
+        if pool is not None:
+            query = query.where(t.machines.c.pool == pool)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.machines).where(t.machines.c.state.notin_(_FINAL))
-                                .order_by(t.machines.c.id))
-            return [MachineRow.of(r) for r in rows]
+            return [MachineRow.of(r) for r in conn.execute(query.order_by(t.machines.c.id))]
 
     def closed_machine(self, provider: str, provider_id: str) -> MachineRow | None:
         """The TERMINATED row of this machine, if it has one (a listing that missed it closed it)."""
