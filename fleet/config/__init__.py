@@ -6,7 +6,8 @@ misspelled cap can never be silently ignored.
 
 One module per part of the file: `sections` ([fleet], [budget], [providers.*]),
 `sources` and `signals` (what a pool reads), `pools`, `root` (the whole `Config`),
-`errors` and `load` (TOML to `Config`, problems named by key path).  Import the
+`errors` and `load` (TOML to `Config`, problems named by key path), `unused` (keys
+accepted that have no effect where they stand: `Config.warnings()`).  Import the
 names from `fleet.config`.
 """
 
@@ -49,13 +50,14 @@ from fleet.config.sources import (
     SqsSource,
     StaticSource,
 )
+from fleet.config.unused import ConfigWarning, WarningCode, unused_keys
 
 __all__ = [
     "AWS_KEYS", "LABEL_NAME", "MACHINE_WORK_PRESETS", "NAME_PATTERN", "PRESET_KINDS",
-    "AwsProviderConfig", "BacklogSecondsSignal", "BudgetSection", "Config", "ConfigError", "ConfigPath",
+    "AwsProviderConfig", "BacklogSecondsSignal", "BudgetSection", "Config", "ConfigError", "ConfigPath", "ConfigWarning",
     "DigitalOceanProviderConfig", "FileSource", "FleetSection", "GpuUtilizationSignal", "HttpJsonSource",
     "MachineWorkConfig", "MemoryPressureSignal", "NonNegFloat", "PoolConfig", "PositiveFloat",
     "PrometheusSource", "ProvidersSection", "QueueDepthSignal", "QueueWaitSignal", "RabbitMQSource",
     "RedisSource", "Signal", "SignalConfig", "SimulatedProviderConfig", "SimulationSettings", "SourceConfig",
-    "SqsSource", "StaticSource", "Strict", "load_config", "parse_config",
+    "SqsSource", "StaticSource", "Strict", "WarningCode", "load_config", "parse_config", "unused_keys",
 ]

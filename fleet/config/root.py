@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from fleet.config.base import Strict
 from fleet.config.pools import PoolConfig
 from fleet.config.sections import BudgetSection, FleetSection, ProvidersSection
+from fleet.config.unused import ConfigWarning, unused_keys
 
 
 class Config(Strict):
@@ -54,6 +55,10 @@ class Config(Strict):
                         raise refuse(f"pools[{i}].signals[{j}].{field}", timeout, before)
             if pool.machine_work is not None and pool.machine_work.timeout_s >= tick:
                 raise refuse(f"pools[{i}].machine_work", pool.machine_work.timeout_s)
+
+    def warnings(self) -> tuple[ConfigWarning, ...]:
+        """The keys set here that have no effect where they stand (fleet/config/unused.py)."""
+        return unused_keys(self)
 
     def pool(self, name: str) -> PoolConfig:
         for pool in self.pools:
