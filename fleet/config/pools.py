@@ -122,15 +122,7 @@ class PoolConfig(Strict):
     def _consistent(self) -> PoolConfig:
         if self.max < self.min:
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
-        if self.latency_budget_s is None and any(s.kind == "queue_wait" for s in self.signals):
-            raise ValueError("a `queue_wait` signal needs `latency_budget_s`: it tunes the latency policy "
-                             "and says nothing about size on its own")
-        if self.latency_budget_s is None:
-            for i, signal in enumerate(self.signals):
-                key = {"queue_depth": "target_per_machine", "gpu_utilization": "target"}.get(signal.kind)
-                if key is not None and getattr(signal, key) is None:
-                    raise ValueError(f"signals[{i}].{key} is required: it sizes the pool (a pool with "
-                                     f"latency_budget_s sizes itself from slots_per_machine and needs none)")
+        self._signals_fit_the_policy()
         if self.max_boot_seconds < self.boot_seconds:
             raise ValueError(f"max_boot_seconds ({self.max_boot_seconds}) must be >= boot_seconds "
                              f"({self.boot_seconds})")
@@ -138,11 +130,24 @@ class PoolConfig(Strict):
             unknown = sorted(set(self.price_hourly_usd) - set(self.size))
             if unknown:
                 raise ValueError(f"price_hourly_usd names sizes not in `size`: {', '.join(unknown)}")
+        # another cloud's launch setting at its default is accepted, and named (fleet/config/unused.py)
         foreign = {"digitalocean": AWS_KEYS, "aws": ("ssh_keys", "vpc_uuid")}.get(self.provider, ())
         for key in foreign:
             if getattr(self, key) not in (None, (), "on-demand", "none"):
                 raise ValueError(f"`{key}` does not apply to provider {self.provider!r}")
         return self
+
+    def _signals_fit_the_policy(self) -> None:
+        if self.latency_budget_s is not None:
+            return
+        if any(s.kind == "queue_wait" for s in self.signals):
+            raise ValueError("a `queue_wait` signal needs `latency_budget_s`: it tunes the latency policy "
+                             "and says nothing about size on its own")
+        for i, signal in enumerate(self.signals):
+            key = {"queue_depth": "target_per_machine", "gpu_utilization": "target"}.get(signal.kind)
+            if key is not None and getattr(signal, key) is None:
+                raise ValueError(f"signals[{i}].{key} is required: it sizes the pool (a pool with "
+                                 f"latency_budget_s sizes itself from slots_per_machine and needs none)")
 
     def price_override(self, size: str) -> float | None:
         if isinstance(self.price_hourly_usd, dict):
