@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from fleet.model import MachineState
 from fleet.store import tables as t
+from fleet.store.db import ensure_schema, make_engine
 from fleet.store.repo import Store
 from providers.base import DestroyFailure, InstanceStatus, TransientError
 from tests.tick_helpers import make_rig
@@ -230,17 +231,20 @@ class CrashingCloud:
         return self.inner.list_instances(fleet)
 
 
-def crash_store_once(monkeypatch, method: str) -> None:
+def crashing_store(url: str, method: str) -> Store:
+    """The real store, dying once in `method` (a crash mid-tick), handed to the controller like
+    any store."""
     original = getattr(Store, method)
-    state = {"armed": True}
 
     def crashing(self, *args, **kwargs):
-        if state["armed"]:
-            state["armed"] = False
+        if self.armed:
+            self.armed = False
             raise Crash(f"in Store.{method}")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Store, method, crashing)
+    engine = make_engine(url)
+    ensure_schema(engine)
+    return type("CrashingStore", (Store,), {method: crashing, "armed": True})(engine)
 
 
 SCALE_UP_CRASHES = [
@@ -256,16 +260,14 @@ SCALE_DOWN_CRASHES = [
 ]
 
 
-def crash_one_tick_then_restart(rig, monkeypatch, where: str, call: str, when: str | None):
+def crash_one_tick_then_restart(rig, where: str, call: str, when: str | None):
     """Run one tick that dies at the chosen step, then hand back a fresh controller (a restart)."""
     if where == "provider":
         ctl = rig.controller(providers={"simulated": CrashingCloud(rig.cloud, call, when)})
     else:
-        ctl = rig.controller()
-        crash_store_once(monkeypatch, call)
+        ctl = rig.controller(store=crashing_store(rig.config.fleet.database_url, call))
     with pytest.raises(Crash):
         ctl.tick()
-    monkeypatch.undo()
     return rig.controller()
 
 
@@ -276,17 +278,17 @@ def _converge(rig, ctl, ticks: int = 4) -> None:
 
 
 @pytest.mark.parametrize(("where", "call", "when"), SCALE_UP_CRASHES)
-def test_crash_during_scale_up_converges(database_url, tmp_path, monkeypatch, where, call, when):
+def test_crash_during_scale_up_converges(database_url, tmp_path, where, call, when):
     rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0)
     rig.set(queue=12)
-    fresh = crash_one_tick_then_restart(rig, monkeypatch, where, call, when)
+    fresh = crash_one_tick_then_restart(rig, where, call, when)
     _converge(rig, fresh)
     assert len(rig.cloud_ids()) == 3, "no machine created twice, none missing"
     assert live_db_ids(fresh.store) == rig.cloud_ids(), "the database believes exactly what exists"
 
 
 @pytest.mark.parametrize(("where", "call", "when"), SCALE_DOWN_CRASHES)
-def test_crash_during_scale_down_converges(database_url, tmp_path, monkeypatch, where, call, when):
+def test_crash_during_scale_down_converges(database_url, tmp_path, where, call, when):
     rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0, scale_down_cooldown_s=0,
                    scale_down_stabilization_s=0)
     rig.set(queue=12)
@@ -294,7 +296,7 @@ def test_crash_during_scale_down_converges(database_url, tmp_path, monkeypatch, 
     assert len(rig.cloud_ids()) == 3
     rig.set(queue=4)
     rig.clock.advance(15)
-    fresh = crash_one_tick_then_restart(rig, monkeypatch, where, call, when)
+    fresh = crash_one_tick_then_restart(rig, where, call, when)
     _converge(rig, fresh)
     assert len(rig.cloud_ids()) == 1
     assert live_db_ids(fresh.store) == rig.cloud_ids()
