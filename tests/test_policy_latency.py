@@ -11,14 +11,16 @@ import pytest
 from fleet.config import ConfigError, QueueWaitSignal, StaticSource, parse_config
 from fleet.model import Fleet, History, MachineState, PoolHistory, PoolView, SignalReading
 from fleet.policy import decide
-from fleet.policy.latency import HOLD_BOOTS, LatencyDecision, excess_quantile, history_window_s, recommend
+from fleet.policy.latency import LatencyDecision, excess_quantile, history_window_s, recommend
 from fleet.policy.recommend import describe as signal_describe
 from fleet.policy.recommend import recommend as signal_recommend
+from fleet.policy.settings import DEFAULT
 from fleet.sim.run import run_policy, scenario, slo_attainment
 from fleet.sim.trace import from_arrays
 from tests.policy_helpers import NOW, make_config, view
 
 BOOT = 180.0
+HOLD_BOOTS = DEFAULT.hold_boots
 
 
 def pool(**kw):

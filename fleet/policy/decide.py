@@ -39,6 +39,7 @@ from fleet.model import (
 )
 from fleet.policy.recommend import describe, recommend
 from fleet.policy.removal import choose_victims
+from fleet.policy.settings import DEFAULT, LatencySettings
 
 _NOT_READY = (MachineState.REQUESTED, MachineState.BOOTING)
 
@@ -60,14 +61,16 @@ def decide(
     signals: Mapping[str, Sequence[SignalReading]],
     history: History,
     now: float,
+    settings: LatencySettings = DEFAULT,
 ) -> Plan:
+    """The plan for every pool; `settings` tunes the latency policy (the shipped constants by default)."""
     burn_now = fleet.burn_usd_per_hour
     budget = _Budget(config.budget.max_hourly_usd, burn_now)
     plans = []
     for pool in config.pools:
         view = fleet.pools.get(pool.name) or PoolView(name=pool.name)
         plans.append(decide_pool(pool, view, tuple(signals.get(pool.name, ())), history.of(pool.name), now,
-                                 budget))
+                                 budget, settings))
     return Plan(at=now, pools=tuple(plans), burn_now_usd_per_hour=burn_now,
                 burn_planned_usd_per_hour=budget.burn - _destroyed_burn(plans, fleet))
 
@@ -92,6 +95,7 @@ def decide_pool(
     history: PoolHistory,
     now: float,
     budget: _Budget,
+    settings: LatencySettings = DEFAULT,
 ) -> PoolPlan:
     reasons: list[Reason] = []
 
@@ -123,9 +127,9 @@ def decide_pool(
         from fleet.policy.latency import hold_seconds
         from fleet.policy.latency import recommend as latency_recommend  # issue 6's policy
 
-        settled_before = now - hold_seconds(pool)
+        settled_before = now - hold_seconds(pool, settings)
 
-        decision = latency_recommend(pool, view, readings, history, now)
+        decision = latency_recommend(pool, view, readings, history, now, settings)
         recommendation, desired = decision.desired, decision.desired
         reasons.extend(decision.reasons)
         demand_sample = decision.demand_sample

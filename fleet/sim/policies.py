@@ -35,6 +35,7 @@ from fleet.model import (
     UndrainAction,
 )
 from fleet.policy.latency import history_window_s
+from fleet.policy.settings import DEFAULT, LatencySettings
 from fleet.signals.collect import signal_name
 from fleet.sim.engine import Engine, Snapshot
 
@@ -125,6 +126,7 @@ class FleetController:
     # each machine's work in the view, as `fleet run` sees it with a pool's `machine_work` (False:
     # as it sees a pool without one)
     machine_work: bool = True
+    settings: LatencySettings = DEFAULT  # the latency policy's constants, passed to decide
     _demand: deque[tuple[float, float]] = field(default_factory=deque)
     _recs: deque[tuple[float, int]] = field(default_factory=deque)
     _last_up: float | None = None
@@ -135,7 +137,7 @@ class FleetController:
 
     def __post_init__(self) -> None:
         self.config = self.config.model_copy(update={"pools": (self.pool,)})
-        self._window = max(self.pool.scale_down_stabilization_s, history_window_s(self.pool))
+        self._window = max(self.pool.scale_down_stabilization_s, history_window_s(self.pool, self.settings))
 
     def _view(self, engine: Engine) -> PoolView:
         """The machines as decide sees them; a Machine value is rebuilt only when its state
@@ -170,7 +172,8 @@ class FleetController:
         history = History({self.pool.name: PoolHistory(self._last_up, self._last_down, tuple(self._recs),
                                                        tuple(self._demand), self._previous)})
         readings = readings_for(self.pool, seen)
-        plan = self.decide(self.config, Fleet({self.pool.name: view}), {self.pool.name: readings}, history, now)
+        plan = self.decide(self.config, Fleet({self.pool.name: view}), {self.pool.name: readings}, history, now,
+                           settings=self.settings)
         self._previous = PreviousTick(now, view.ready, readings)  # as the decisions table keeps it
         pool_plan = plan.pool(self.pool.name)
         self._recs.append((now, pool_plan.recommendation))

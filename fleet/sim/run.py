@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fleet.config import Config, PoolConfig
+from fleet.policy.settings import DEFAULT, LatencySettings
 from fleet.sim.engine import EngineSettings, RunResult, run
 from fleet.sim.oracle import LowerBound, lower_bound, need_steps
 from fleet.sim.policies import FleetController, HpaController, Limits, ReactiveController, StaticController
@@ -36,6 +37,7 @@ class Scenario:
     initial: int = 0  # machines ready at t = 0 for every dynamic policy (see `warm_start`)
     judge_from_s: float = 0.0  # benchmarks: judge only requests arriving from here (tuned before)
     machine_work: bool = True  # the fleet policy sees each machine's work (`scenario`: as the pool's config)
+    policy_settings: LatencySettings = DEFAULT  # the latency policy's constants (bench/sweep.py tunes them)
 
     @property
     def settings(self) -> EngineSettings:
@@ -129,7 +131,7 @@ def slo_attainment(scn: Scenario, result: RunResult) -> float:
 def run_policy(scn: Scenario, name: str, progress: Callable[[float], None] | None = None) -> RunResult:
     if name == "fleet":
         controller = FleetController(scn.config, scn.pool, scn.price, scn.quota, scn.tick_s,
-                                     machine_work=scn.machine_work)
+                                     machine_work=scn.machine_work, settings=scn.policy_settings)
         return run(scn.trace, scn.settings, controller, progress, scn.limits.violations)
     if name == "reactive":
         controller = ReactiveController(scn.limits, float(scn.pool.slots_per_machine), scn.tick_s)
