@@ -51,6 +51,12 @@ rise to within one boot.  Per tick, in machines (`slots_per_machine` slots each)
   ready machines first for a latency pool), and none before the history covers
   evidence_boots boot times (a cold start or a restart without records knows nothing is idle).
 
+Each stage is a function and says what it did in its own Reason: `latency_demand` (and
+`latency_queue_clears` when queued work is left out), `latency_hold`, `latency_headroom`,
+`latency_surge` (when the surge sets the size), and one of `latency_release_history`,
+`latency_release_late`, `latency_release_idle` when a release rule keeps machines
+(`latency_no_signal` when nothing can be read).
+
 Pure: every input is an argument.  The constants (beta, smooth_s, ...) are a frozen
 `LatencySettings` (fleet/policy/settings.py) passed in; `history_window_s(pool)` says how much
 history it reads.
@@ -213,95 +219,206 @@ def surge(pool: PoolConfig, readings: Sequence[SignalReading], ready: int, previ
     return busy / completions * (arrivals + waiting / pool.boot_seconds)
 
 
-def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading], history: PoolHistory,
-              now: float, settings: LatencySettings = DEFAULT) -> LatencyDecision:
-    boot = pool.boot_seconds
-    ready = current = 0  # view.ready and view.capacity, in one pass
-    for m in view.machines:
-        if m.state in _CAPACITY:
-            current += 1
-            ready += m.state is MachineState.READY
+# ---------------------------------------------------------------- the stages, in the order they run
+
+
+@dataclass(frozen=True)
+class Work:
+    """Stage 1: the work in the pool now, in machines."""
+
+    demand: float  # x: running work, plus the queued work that will not clear within the budget
+    running: float  # work already running: it holds its slots now, whatever the averages say
+    cleared: float = 0.0  # queued work left out: the `queue_wait` reading shows it clearing in time
+    wait: float | None = None
+
+    @property
+    def late(self) -> bool:
+        """Queued work that will not clear within the budget (the work running now counts too)."""
+        return self.demand > self.running
+
+    def reasons(self) -> tuple[Reason, ...]:
+        out: tuple[Reason, ...] = (Reason("latency_demand", f"demand {self.demand:.2f} machines, "
+                                                            f"running {self.running:.2f}"),)
+        if self.cleared:
+            out += (Reason("latency_queue_clears", f"{self.cleared:.2f} queued not counted (queue wait "
+                                                   f"{self.wait:g}s): it clears within the budget"),)
+        return out
+
+
+def work_now(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading], ready: int,
+             settings: LatencySettings = DEFAULT) -> Work | None:
+    """Demand, less the queue that clears within the budget; None when no reading says."""
     x = demand(pool, view, readings, ready, settings)
     if x is None:
-        return LatencyDecision(current, (Reason("latency_no_signal",
-                                                f"no queue or utilization reading: holding {current}"),), None)
-    # work already running holds its slots now, whatever the averages say
+        return None
     util = _reading(readings, "gpu_utilization")
     running = min(x, ready) if util is None else min(x, max(0.0, util) * ready)
     wait = _reading(readings, "queue_wait")
-    queued = ""
     if x > running and queue_clears(pool, wait, settings):
-        queued = f"; {x - running:.2f} queued not counted (queue wait {wait:g}s)"
-        x = running  # the queue clears within the budget: it needs no machine of its own
-    samples = history.demand
-    window = history_window_s(pool, settings)
+        return Work(running, running, x - running, wait)  # the queue needs no machine of its own
+    return Work(x, running, 0.0, wait)
+
+
+@dataclass(frozen=True)
+class Level:
+    """Stage 2: the level of demand and the hold, from the recorded history and this tick."""
+
+    samples: tuple[tuple[float, float], ...]  # the history inside the window, oldest first
+    dt: float  # the mean time between samples (0 with fewer than two)
+    k: int  # samples averaged into the level
+    level: float
+    hold: float  # the highest level of the hold window, now included
+    hold_s: float
+
+    def reason(self) -> Reason:
+        return Reason("latency_hold", f"level {self.level:.2f}, hold {self.hold:.2f} (max of the last "
+                                      f"{self.hold_s:g}s)")
+
+
+def history_in_window(samples: tuple[tuple[float, float], ...], now: float,
+                      window: float) -> tuple[tuple[float, float], ...]:
     if samples and (samples[0][0] < now - window or samples[-1][0] >= now):
         samples = tuple(p for p in samples if now - window <= p[0] < now)
+    return samples
+
+
+def level_and_hold(samples: tuple[tuple[float, float], ...], x: float, now: float, hold_s: float,
+                   settings: LatencySettings = DEFAULT) -> Level:
     n = len(samples)
     dt = max((samples[-1][0] - samples[0][0]) / (n - 1), 1e-3) if n >= 2 else 0.0
     k = max(1, round(settings.smooth_s / dt)) if dt else 1
-    hold_s = hold_seconds(pool, settings)
     back = sum(1 for t, _ in samples[-int(hold_s / dt) - 2:] if t >= now - hold_s) if dt else 0
     # levels over the hold window (and k samples before it, so each mean is whole)
     recent = samples[max(0, n - back - k):]
     raw = np.fromiter(chain(map(itemgetter(1), recent), (x,)), float, len(recent) + 1)
     levels = level_series(raw, k)
-    level = float(levels[-1])
     hold = float(levels[len(levels) - 1 - back:].max())  # the hold window, now included
-    # queued work that will not clear within the budget: the work running now counts too
-    late = x > running
-    base = max(hold, running) if late else hold
-    excess = 0.0
-    if n >= 2:
-        # rises, on a grid of at most _MAX_SAMPLES (a coarser grid for long histories: same rises)
-        step = max(1, math.ceil(n / settings.max_samples))
-        # the grid is aligned to absolute time, so the same samples are picked tick after tick
-        picked = samples[(n - 1 - round(samples[-1][0] / dt)) % step::step]
-        coarse = np.fromiter(chain(map(itemgetter(1), picked), (x,)), float, len(picked) + 1)
-        coarse = level_series(coarse, max(1, round(k / step)))
-        coarse[-1] = level
-        hold_steps = max(1, round(hold_s / (dt * step)) + 1)
-        ahead_steps = max(1, math.ceil((boot + dt) / (dt * step) - _EPS))
-        excess = excess_quantile(coarse, hold_steps, ahead_steps, settings.rise_quantile, settings.positive_only)
+    return Level(samples, dt, k, float(levels[-1]), hold, hold_s)
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """Stage 3: what goes on the hold: square-root staffing against the quantile of past rises."""
+
+    base: float  # the busy machines the noise is counted on: the hold (or the work running, when late)
+    noise: float
+    excess: float
+    quantile: float
+
+    @property
+    def headroom(self) -> float:
+        return max(self.noise, self.excess)
+
+    def reason(self, sized: int, on_running: bool) -> Reason:
+        on = " on the work running (queued work is late)" if on_running else " on the hold"
+        return Reason("latency_headroom", f"headroom {self.headroom:.2f} (sqrt staffing {self.noise:.2f}, "
+                                          f"q{self.quantile:g} of rises above the hold within a boot "
+                                          f"{self.excess:.2f}){on} -> {sized}")
+
+
+def rises(level: Level, x: float, boot: float, settings: LatencySettings = DEFAULT) -> float:
+    """The quantile of past rises of the level above a hold within one boot (0 without history)."""
+    samples, dt = level.samples, level.dt
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    # rises, on a grid of at most max_samples (a coarser grid for long histories: same rises)
+    step = max(1, math.ceil(n / settings.max_samples))
+    # the grid is aligned to absolute time, so the same samples are picked tick after tick
+    picked = samples[(n - 1 - round(samples[-1][0] / dt)) % step::step]
+    coarse = np.fromiter(chain(map(itemgetter(1), picked), (x,)), float, len(picked) + 1)
+    coarse = level_series(coarse, max(1, round(level.k / step)))
+    coarse[-1] = level.level
+    hold_steps = max(1, round(level.hold_s / (dt * step)) + 1)
+    ahead_steps = max(1, math.ceil((boot + dt) / (dt * step) - _EPS))
+    return excess_quantile(coarse, hold_steps, ahead_steps, settings.rise_quantile, settings.positive_only)
+
+
+def headroom(pool: PoolConfig, level: Level, work: Work, settings: LatencySettings = DEFAULT) -> Headroom:
+    base = max(level.hold, work.running) if work.late else level.hold
     slots = pool.slots_per_machine
     noise = settings.beta * math.sqrt(base * slots) / slots  # square-root staffing, counted in slots
-    headroom = max(noise, excess)
-    # the headroom covers rises above the hold; work running now needs only its own noise on top
-    need = max(hold + headroom, running + noise) if late else hold + headroom
-    surged = surge(pool, readings, ready, history.previous, now, settings) if late and settings.surge else None
-    surging = ""
+    return Headroom(base, noise, rises(level, work.demand, pool.boot_seconds, settings), settings.rise_quantile)
+
+
+def sized(level: Level, room: Headroom, work: Work) -> float:
+    """The rises were measured above the hold, so they go on it; work running now while queued
+    work is late needs only its own noise on top."""
+    if work.late:
+        return max(level.hold + room.headroom, work.running + room.noise)
+    return level.hold + room.headroom
+
+
+def release(pool: PoolConfig, view: PoolView, desired: int, current: int, ready: int, now: float,
+            work: Work, level: Level, noise: float, settings: LatencySettings = DEFAULT) -> tuple[int, Reason | None]:
+    """Stage 5: how much of a scale-down may go now (short history, late work, ski rental)."""
+    if desired >= current:
+        return desired, None
+    evidence = settings.evidence_boots * pool.boot_seconds
+    if not level.samples or level.samples[0][0] > now - evidence:
+        return current, Reason("latency_release_history", f"history shorter than {evidence:g}s: not releasing")
+    if work.late:
+        # a release now would cut the capacity the late work is waiting for
+        return current, Reason("latency_release_late", "queued work is late: not releasing")
+    return ski_rental(pool, view, desired, current, ready, now, work.running + noise, level.hold_s)
+
+
+def ski_rental(pool: PoolConfig, view: PoolView, desired: int, current: int, ready: int, now: float,
+               keep: float, hold_s: float) -> tuple[int, Reason | None]:
+    """Ski rental per machine: only an idle machine that has been ready a hold window is
+    released; one just bought (booting, or ready moments ago) is kept (decide then removes
+    idle ready machines before booting ones: fleet/policy/removal.py).  A pool that drains
+    busy machines releases them too: decide drains instead of cutting.  The ready machines
+    left still hold `keep` (the work running now and its noise): booting ones serve nobody for
+    a boot, and a pool that cannot see each machine's work may cut a busy one."""
+    boot = pool.boot_seconds
+    drains = pool.machine_work is not None and pool.machine_work.drain_timeout_s is not None
+    releasable = sum(
+        1 for m in view.machines if m.state is MachineState.READY and (m.work_left <= 0 or drains)
+        and (m.ready_at if m.ready_at is not None else m.created_at + boot) <= now - hold_s)
+    keep_ready = math.ceil(keep - _EPS)
+    spare = max(0, ready - keep_ready)
+    if current - desired <= min(releasable, spare):
+        return desired, None
+    kept = f", {keep_ready} kept ready for the work running and its noise" if spare < releasable else ""
+    return current - min(releasable, spare), Reason(
+        "latency_release_idle", f"{releasable} machine(s) {'ready' if drains else 'idle and ready'} for "
+                                f"{hold_s:g}s{kept}: releasing only {min(releasable, spare)}")
+
+
+def _capacity(view: PoolView) -> tuple[int, int]:
+    """view.ready and view.capacity, in one pass."""
+    ready = current = 0
+    for m in view.machines:
+        if m.state in _CAPACITY:
+            current += 1
+            ready += m.state is MachineState.READY
+    return ready, current
+
+
+def recommend(pool: PoolConfig, view: PoolView, readings: Sequence[SignalReading], history: PoolHistory,
+              now: float, settings: LatencySettings = DEFAULT) -> LatencyDecision:
+    """The stages in order: the work now, the level and hold, the headroom, the surge, the release."""
+    ready, current = _capacity(view)
+    work = work_now(pool, view, readings, ready, settings)
+    if work is None:
+        return LatencyDecision(current, (Reason("latency_no_signal",
+                                                f"no queue or utilization reading: holding {current}"),), None)
+    samples = history_in_window(history.demand, now, history_window_s(pool, settings))
+    level = level_and_hold(samples, work.demand, now, hold_seconds(pool, settings), settings)
+    room = headroom(pool, level, work, settings)
+    need = sized(level, room, work)
+    on_running = work.late and work.running + room.noise > level.hold + room.headroom
+    reasons = (*work.reasons(), level.reason(), room.reason(max(0, math.ceil(need - _EPS)), on_running))
+    surged = surge(pool, readings, ready, history.previous, now, settings) if work.late and settings.surge else None
     if surged is not None and surged > need:
         need = surged
-        surging = f"; surge {surged:.2f} (arrivals vs completions while queued work is late)"
-    desired = max(0, math.ceil(need - _EPS))
-    held = ""
-    if desired < current and (n == 0 or samples[0][0] > now - settings.evidence_boots * boot):
-        desired = current
-        held = f"; history shorter than {settings.evidence_boots * boot:g}s: not releasing"
-    elif desired < current and late:
-        desired = current  # a release now would cut the capacity the late work is waiting for
-        held = "; queued work is late: not releasing"
-    elif desired < current:
-        # ski rental per machine: only an idle machine that has been ready a hold window is
-        # released; one just bought (booting, or ready moments ago) is kept
-        # (decide then removes idle ready machines before booting ones: fleet/policy/removal.py)
-        # (a pool that drains busy machines releases them too: decide drains instead of cutting)
-        drains = pool.machine_work is not None and pool.machine_work.drain_timeout_s is not None
-        releasable = sum(
-            1 for m in view.machines if m.state is MachineState.READY and (m.work_left <= 0 or drains)
-            and (m.ready_at if m.ready_at is not None else m.created_at + boot) <= now - hold_s)
-        # and the ready machines left still hold the work running now and its noise: booting ones
-        # serve nobody for a boot, and a pool that cannot see each machine's work may cut a busy one
-        keep_ready = math.ceil(running + noise - _EPS)
-        spare = max(0, ready - keep_ready)
-        if current - desired > min(releasable, spare):
-            desired = current - min(releasable, spare)
-            held = (f"; {releasable} machine(s) {'ready' if drains else 'idle and ready'} for {hold_s:g}s"
-                    + (f", {keep_ready} kept ready for the work running and its noise" if spare < releasable else "")
-                    + f": releasing only {min(releasable, spare)}")
-    reasons = (Reason("latency", f"demand {x:.2f} machines, level {level:.2f}, hold {hold:.2f} (max of "
-                                 f"the last {hold_s:g}s), running {running:.2f}, headroom {headroom:.2f} (sqrt staffing {noise:.2f}, "
-                                 f"q{settings.rise_quantile:g} of rises above the hold within a boot {excess:.2f}) "
-                                 f"-> {desired}{queued}{surging}{held}"),)
+        reasons += (Reason("latency_surge", f"surge {surged:.2f} (arrivals vs completions while queued work "
+                                            f"is late) -> {max(0, math.ceil(need - _EPS))}"),)
+    desired, held = release(pool, view, max(0, math.ceil(need - _EPS)), current, ready, now, work, level,
+                            room.noise, settings)
+    if held is not None:
+        reasons += (held,)
     # a surge is recorded as the demand it is: what the hold keeps and what later rises are measured on
-    return LatencyDecision(desired, reasons, x if surged is None else max(x, surged), base, headroom)
+    x = work.demand
+    return LatencyDecision(desired, reasons, x if surged is None else max(x, surged), room.base, room.headroom)
