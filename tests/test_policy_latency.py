@@ -387,3 +387,15 @@ def test_a_release_leaves_the_running_work_and_its_noise_ready() -> None:
     assert "10 kept ready for the work running and its noise: releasing only 0" in message
     assert kept_ready(0.5) < 10  # 5 running: the history's release goes ahead
     assert kept_ready(0.5) >= math.ceil(5 + 1.5 * math.sqrt(6 * 8) / 8)
+
+
+def test_the_settings_reach_the_latency_policy_through_decide() -> None:
+    # the constants are a frozen value passed in, not module state: no staffing noise, no headroom
+    cfg = make_config(latency_budget_s=5, slots_per_machine=8, boot_seconds=BOOT, max=100)
+    args = (cfg, Fleet({"p": view(ready=6)}), {"p": readings(40, 40 / 48)}, History({"p": steady(5.0)}), NOW)
+    shipped = decide(*args).pool("p")
+    assert decide(*args, settings=DEFAULT).pool("p") == shipped
+    bare = decide(*args, settings=replace(DEFAULT, beta=0.0)).pool("p")
+    assert bare.desired == 5 < shipped.desired
+    with pytest.raises(AttributeError):
+        DEFAULT.beta = 0.0  # type: ignore[misc]
