@@ -48,8 +48,8 @@ class Observation:
 def observe(config: Config, providers: Mapping[str, Provider], signals: SignalReader,
             telemetry: Telemetry) -> Observation:
     obs = Observation()
-    for name, provider in providers.items():
-        _list(obs, name, provider, config.fleet.name, telemetry)
+    for name, each in providers.items():
+        _list(obs, name, each, config.fleet.name, telemetry)
     obs.signals, obs.machine_work = signals.read_everything(config.pools)
     for pool in config.pools:
         provider = providers.get(pool.provider)

@@ -13,11 +13,7 @@ from fleet.store import tables as t
 from fleet.store.db import ensure_schema, make_engine
 from fleet.store.repo import Store
 from providers.base import DestroyFailure, InstanceStatus, TransientError
-from tests.tick_helpers import make_rig
-
-
-class Crash(Exception):
-    """Stands for the process dying: not a ProviderError, so nothing in the tick catches it."""
+from tests.tick_helpers import Crash, CrashingCloud, make_rig
 
 
 def live_db_ids(store: Store) -> set[str]:
@@ -197,38 +193,6 @@ def test_spend_ledger_per_second_with_minimum(database_url, tmp_path):
 
 
 # ---------------------------------------------------------------- crash safety
-
-
-class CrashingCloud:
-    """Delegates to the embedded cloud; crashes once, before or after a chosen call."""
-
-    def __init__(self, inner, call: str, when: str):
-        self.inner, self.call, self.when = inner, call, when
-        self.name, self.billing = inner.name, inner.billing
-        self.armed = True
-
-    def __getattr__(self, item):
-        return getattr(self.inner, item)
-
-    def _wrap(self, call, *args):
-        fire = self.armed and call == self.call
-        if fire and self.when == "before":
-            self.armed = False
-            raise Crash(f"before {call}")
-        result = getattr(self.inner, call)(*args)
-        if fire and self.when == "after":
-            self.armed = False
-            raise Crash(f"after {call}")
-        return result
-
-    def create(self, spec):
-        return self._wrap("create", spec)
-
-    def destroy(self, ids):
-        return self._wrap("destroy", ids)
-
-    def list_instances(self, fleet):
-        return self.inner.list_instances(fleet)
 
 
 def crashing_store(url: str, method: str) -> Store:
@@ -609,12 +573,9 @@ def test_a_clean_stop_hands_the_lease_over_at_once(database_url, tmp_path):
 def test_a_create_retried_after_a_crash_starts_the_cooldown_again(database_url, tmp_path):
     rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=300, max_hourly_usd=100.0, budget=100.0)
     rig.set(queue=12)
-    ctl = rig.controller()
-    real = rig.cloud.create
-    rig.cloud.create = lambda spec: (_ for _ in ()).throw(Crash("killed before the create reached the API"))
+    ctl = rig.controller(providers={"simulated": CrashingCloud(rig.cloud, "create", "before")})
     with pytest.raises(Crash):
-        ctl.tick()
-    rig.cloud.create = real
+        ctl.tick()  # killed before the create reached the API
     rig.clock.advance(285)  # the restart took a few minutes
     ctl = rig.controller()
     ctl.tick()  # the lost create is retried under its token: 3 machines

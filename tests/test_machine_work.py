@@ -19,7 +19,7 @@ from fleet.wiring import CollectorSignals
 from providers.simulated import private_ip
 from tests.prometheus_harness import Exporter, PrometheusServer, sample
 from tests.servers import free_port, need_binary
-from tests.tick_helpers import make_rig
+from tests.tick_helpers import Crash, CrashingCloud, make_rig
 
 # ---------------------------------------------------------------- label values → machines
 
@@ -491,22 +491,15 @@ def test_a_drain_that_outlasts_drain_timeout_s_is_cut_and_a_restart_keeps_its_cl
 @pytest.mark.prometheus
 def test_a_drain_tag_lost_to_a_crash_is_put_on_next_tick(serving, tmp_path):
     rig = _drain_rig(tmp_path, serving.server.url)
-    ctl = rig.controller()
+    tagging = CrashingCloud(rig.cloud, "mark_draining", "before", armed=False)
+    ctl = rig.controller(providers={"simulated": tagging})
     a, b = _up(rig, ctl, queue=8)
     serving.set({a: 1, b: 2})
     rig.set(queue=4)
-
-    class Crash(Exception):
-        pass
-
-    def crash(ids):
-        raise Crash()
-
-    rig.cloud.mark_draining, real = crash, rig.cloud.mark_draining
+    tagging.armed = True
     rig.clock.advance(15)
     with pytest.raises(Crash):
         ctl.tick()  # died after the DRAINING row was written, before the tag
-    rig.cloud.mark_draining = real
     assert not any(m.draining for m in rig.cloud.all_machines())
     rig.clock.advance(15)
     rig.controller().tick()

@@ -15,7 +15,7 @@ import fleet.policy
 import fleet.sim.policies
 from fleet.config import load_config
 from fleet.sim.command import simulate
-from fleet.sim.engine import Engine, EngineSettings
+from fleet.sim.engine import Engine, EngineSettings, run
 from fleet.sim.policies import FleetPolicy
 from fleet.sim.report import KEYS, report
 from fleet.sim.run import pick_pool, run_all, scenario
@@ -73,19 +73,19 @@ def test_the_simulator_calls_the_services_decide() -> None:
     assert fleet.controller.decide is fleet.policy.decide  # the service's tick calls the same object
 
 
-def test_the_fleet_replay_goes_through_decide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_fleet_replay_goes_through_decide(tmp_path: Path) -> None:
     calls = []
-    real = fleet.policy.decide
 
-    def counting(*args, **kwargs):
-        calls.append(args[-1])
-        return real(*args, **kwargs)
+    class CountingPolicy(FleetPolicy):
+        @staticmethod
+        def decide(*args, **kwargs):
+            calls.append(args[-1])
+            return fleet.policy.decide(*args, **kwargs)
 
-    monkeypatch.setattr(fleet.sim.policies.FleetPolicy, "decide", staticmethod(counting))
     cfg = load_config(write_config(tmp_path))
     pool = pick_pool(cfg, None)
     scn = scenario(cfg, pool, load_trace(synthetic_trace(tmp_path, 100)))
-    run_all(scn, ["fleet"])
+    run(scn.trace, scn.settings, CountingPolicy(scn.config, scn.pool, scn.price, scn.quota, scn.tick_s))
     assert len(calls) > 50 and calls[:3] == [0.0, 15.0, 30.0]
 
 

@@ -39,6 +39,7 @@ from fleet.config.signals import (
     QueueWaitSignal,
     Signal,
     SignalConfig,
+    signal_name,
 )
 from fleet.config.sources import (
     FileSource,
@@ -59,5 +60,5 @@ __all__ = [
     "MachineWorkConfig", "MemoryPressureSignal", "NonNegFloat", "PoolConfig", "PositiveFloat",
     "PrometheusSource", "ProvidersSection", "QueueDepthSignal", "QueueWaitSignal", "RabbitMQSource",
     "RedisSource", "Signal", "SignalConfig", "SimulatedProviderConfig", "SimulationSettings", "SourceConfig",
-    "SqsSource", "StaticSource", "Strict", "WarningCode", "load_config", "parse_config", "unused_keys",
+    "SqsSource", "StaticSource", "Strict", "WarningCode", "load_config", "parse_config", "signal_name", "unused_keys",
 ]

@@ -88,3 +88,8 @@ SignalConfig = Annotated[
     QueueDepthSignal | GpuUtilizationSignal | BacklogSecondsSignal | MemoryPressureSignal | QueueWaitSignal,
     Field(discriminator="kind"),
 ]
+
+
+def signal_name(index: int, signal: SignalConfig) -> str:
+    """A signal's name in readings, metrics and reasons: its `name`, else `<kind>[<index>]`."""
+    return signal.name or f"{signal.kind}[{index}]"

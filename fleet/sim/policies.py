@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import fleet.policy
-from fleet.config import Config, PoolConfig
+from fleet.config import Config, PoolConfig, signal_name
 from fleet.model import (
     CreateAction,
     DestroyAction,
@@ -38,7 +38,6 @@ from fleet.model import (
 )
 from fleet.policy.latency import history_window_s
 from fleet.policy.settings import DEFAULT, LatencySettings
-from fleet.signals.collect import signal_name
 from fleet.sim.engine import Engine, Snapshot
 
 _STATES = {"ready": MachineState.READY, "booting": MachineState.BOOTING, "draining": MachineState.DRAINING}
