@@ -59,6 +59,9 @@ class DOHarness:
             for region in target.regions:
                 self.fake.block(size, region)
 
+    def unblock_all(self) -> None:
+        self.fake.blocked.clear()
+
     def plant_foreign(self) -> str:
         return str(self.fake.add_droplet("foreign-1", H100, "tor1", ["fleet:someone-else", "pool:p1"]))
 
