@@ -34,12 +34,15 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from providers.aws_catalog import PRICE_TABLE, QuotaFamily, quota_family
 from providers.aws_errors import GONE_CODES, classify, error_message
 from providers.aws_launch import (  # noqa: F401  (re-exported: the tests and the controller's records use them)
+    LIVE_STATES,
     Ec2Candidate,
     candidate_key,
     candidate_of,
     candidate_params,
     client_token,
+    instance_view,
     launch_params,
+    market_transition,
     markets,
 )
 from providers.aws_quotas import (  # noqa: F401  (re-exported)
@@ -55,8 +58,6 @@ from providers.aws_quotas import (  # noqa: F401  (re-exported)
 from providers.base import (
     DRAINING_TAG,
     FLEET_TAG,
-    POOL_TAG,
-    TOKEN_TAG,
     BillingRule,
     Capabilities,
     CapacityMemory,
@@ -64,7 +65,6 @@ from providers.base import (
     DestroyFailure,
     ErrorKind,
     Headroom,
-    InstanceStatus,
     InvalidRequest,
     LaunchResult,
     LaunchSpec,
@@ -78,12 +78,6 @@ from providers.base import (
 T = TypeVar("T")
 
 USAGE_REUSE_S = 5.0  # the account's instance list for quota usage is reused this long (one tick)
-LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
-# EC2 state code (& 0xFF) → protocol status; 48 terminated is never listed
-STATUS_BY_CODE: Mapping[int, InstanceStatus] = {
-    0: InstanceStatus.BOOTING, 16: InstanceStatus.READY, 32: InstanceStatus.TERMINATING,
-    64: InstanceStatus.TERMINATING, 80: InstanceStatus.STOPPED,
-}
 RETRY_ATTEMPTS = 4  # 1 call + 3 retries, waits 1 s, 2 s, 4 s: bounded at 7 s of backoff
 RETRY_MAX_WAIT_S = 20.0
 TERMINATE_BATCH = 500
@@ -125,7 +119,7 @@ class AwsProvider:
         self.quotas = self._quotas[region]
         self._walk: CapacityWalk[Ec2Candidate] = CapacityWalk(
             CapacityMemory(capacity_miss_ttl_s, clock), where=self._where, quota_key=self._quota_key,
-            transition=_market_transition)
+            transition=market_transition)
         self._account_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._vcpus: dict[str, int] = {}  # instance type → default vCPUs (static facts)
         self._region_of: dict[str, str] = {}  # instance id → region, from what was listed or launched
@@ -196,21 +190,10 @@ class AwsProvider:
         return self._call(doing, all_pages)
 
     def _view(self, raw: Mapping[str, Any], region: str) -> ProviderInstance | None:
-        state = raw.get("State", {})
-        status = STATUS_BY_CODE.get(int(state.get("Code", 48)) & 0xFF)
-        if status is None:
-            return None
-        self._region_of[raw["InstanceId"]] = region
-        tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
-        instance_type = raw.get("InstanceType", "")
-        return ProviderInstance(
-            id=raw["InstanceId"], pool=tags.get(POOL_TAG, ""), size=instance_type,
-            region=raw.get("Placement", {}).get("AvailabilityZone", region), status=status,
-            created_at=raw.get("LaunchTime"), token=tags.get(TOKEN_TAG), name=tags.get("Name", ""),
-            spot=raw.get("InstanceLifecycle") == "spot", price_hourly_usd=self.price(instance_type),
-            tags=tags, private_ip=raw.get("PrivateIpAddress") or None, public_ip=raw.get("PublicIpAddress") or None,
-            draining=DRAINING_TAG in tags,
-        )
+        view = instance_view(raw, region, self.price(raw.get("InstanceType", "")))
+        if view is not None:
+            self._region_of[view.id] = region
+        return view
 
     # ------------------------------------------------------------ create
 
@@ -455,12 +438,6 @@ def _terminate_call(ec2: Any, ids: list[str]) -> Callable[[], Any]:
 
 def _describe_types(ec2: Any, types: list[str]) -> Callable[[], Any]:
     return lambda: ec2.describe_instance_types(InstanceTypes=types)
-
-
-def _market_transition(previous: Ec2Candidate, current: Ec2Candidate) -> str | None:
-    if previous.market == "spot" and current.market == "on-demand":
-        return "spot: no capacity or quota in any candidate, falling back to on-demand"
-    return None
 
 
 def _backoff(state: RetryCallState) -> float:

@@ -1,4 +1,5 @@
-"""What one EC2 launch is: its candidates, their keys and ClientTokens, the run_instances parameters."""
+"""What one EC2 launch is: its candidates, their keys and ClientTokens, the run_instances
+parameters, and an instance as the adapter reads it back."""
 
 from __future__ import annotations
 
@@ -6,11 +7,28 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from providers.base import FLEET_TAG, POOL_TAG, TOKEN_TAG, InvalidRequest, LaunchSpec, PoolTarget
+from providers.base import (
+    DRAINING_TAG,
+    FLEET_TAG,
+    POOL_TAG,
+    TOKEN_TAG,
+    InstanceStatus,
+    InvalidRequest,
+    LaunchSpec,
+    PoolTarget,
+    ProviderInstance,
+)
 
 MAX_USER_DATA_BYTES = 16 * 1024  # EC2's limit before base64
 SPOT_OPTIONS = {"MarketType": "spot",
                 "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+
+LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+# EC2 state code (& 0xFF) → protocol status; 48 terminated is never listed
+STATUS_BY_CODE: Mapping[int, InstanceStatus] = {
+    0: InstanceStatus.BOOTING, 16: InstanceStatus.READY, 32: InstanceStatus.TERMINATING,
+    64: InstanceStatus.TERMINATING, 80: InstanceStatus.STOPPED,
+}
 
 
 class Ec2Candidate(NamedTuple):
@@ -29,6 +47,13 @@ def markets(options: Mapping[str, Any]) -> list[str]:
     if capacity == "spot" and (options.get("spot_fallback") or "none") == "on-demand":
         out.append("on-demand")
     return out
+
+
+def market_transition(previous: Ec2Candidate, current: Ec2Candidate) -> str | None:
+    """The walk's note when it moves from the spot candidates to the on-demand fallback."""
+    if previous.market == "spot" and current.market == "on-demand":
+        return "spot: no capacity or quota in any candidate, falling back to on-demand"
+    return None
 
 
 def candidate_key(market: str, size: str, subnet: str | None, region: str = "") -> str:
@@ -124,3 +149,20 @@ def _security_groups(opts: Mapping[str, Any]) -> dict[str, Any]:
     if names:  # group names only work in the default VPC, without a subnet
         params["SecurityGroups"] = names
     return params
+
+
+def instance_view(raw: Mapping[str, Any], region: str, price: float | None) -> ProviderInstance | None:
+    """An EC2 instance description as the contract lists it; None for a terminated one."""
+    state = raw.get("State", {})
+    status = STATUS_BY_CODE.get(int(state.get("Code", 48)) & 0xFF)
+    if status is None:
+        return None
+    tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
+    return ProviderInstance(
+        id=raw["InstanceId"], pool=tags.get(POOL_TAG, ""), size=raw.get("InstanceType", ""),
+        region=raw.get("Placement", {}).get("AvailabilityZone", region), status=status,
+        created_at=raw.get("LaunchTime"), token=tags.get(TOKEN_TAG), name=tags.get("Name", ""),
+        spot=raw.get("InstanceLifecycle") == "spot", price_hourly_usd=price,
+        tags=tags, private_ip=raw.get("PrivateIpAddress") or None, public_ip=raw.get("PublicIpAddress") or None,
+        draining=DRAINING_TAG in tags,
+    )

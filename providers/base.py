@@ -360,12 +360,7 @@ class CapacityWalk(Generic[C]):
             landed = self._attempt(tally, candidate, launch)
             if landed is not None:
                 return self._landed(notes, tally, landed)
-        message = "; ".join([*notes, *tally.notes])
-        if tally.only_quota and isinstance(tally.last, QuotaExceeded):
-            raise QuotaExceeded(f"{what}: the quota admits no candidate: {message}",
-                                code=tally.last.code) from tally.last
-        raise CapacityError(f"{what}: no candidate had capacity: {message}",
-                            code=tally.last.code if tally.last else "") from tally.last
+        raise self._refusal(what, notes, tally) from tally.last
 
     def _attempt(self, tally: _Tally, candidate: C, launch: Callable[[C], Sequence[ProviderInstance]],
                  label: str = "") -> tuple[C, tuple[ProviderInstance, ...]] | None:
@@ -399,6 +394,14 @@ class CapacityWalk(Generic[C]):
         if label:
             tally.notes.append(f"{where}: launched")
         return candidate, made
+
+    @staticmethod
+    def _refusal(what: str, notes: Sequence[str], tally: _Tally) -> ProviderError:
+        message = "; ".join([*notes, *tally.notes])
+        code = tally.last.code if tally.last else ""
+        if tally.only_quota and isinstance(tally.last, QuotaExceeded):
+            return QuotaExceeded(f"{what}: the quota admits no candidate: {message}", code=code)
+        return CapacityError(f"{what}: no candidate had capacity: {message}", code=code)
 
     @staticmethod
     def _landed(notes: Sequence[str], tally: _Tally,
