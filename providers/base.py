@@ -104,7 +104,8 @@ class LaunchSpec:
     # A retry of a create whose answer was lost: the candidate (an adapter's opaque key) the
     # lost call was last sent to.  It is tried first, so an idempotent provider (EC2's
     # ClientToken) answers with what that call made instead of another candidate launching anew.
-    # Adapters without such idempotency (DigitalOcean) ignore both fields.
+    # Adapters without such idempotency (`Capabilities.idempotent_create` false: DigitalOcean)
+    # ignore `resume`.
     resume: str | None = None
     # Called with a candidate's key just before the call that may launch there (to be recorded)
     on_attempt: Callable[[str], None] | None = field(default=None, compare=False, repr=False)

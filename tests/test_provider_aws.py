@@ -561,3 +561,22 @@ def test_the_wiring_gives_the_adapter_every_region_its_pools_name(aws_env, tmp_p
     assert providers["aws"].regions == (REGION, "us-west-2")  # type: ignore[attr-defined]
     # the local price table (capabilities.local_prices): an unknown price is a problem at start
     assert [p.split(":")[0] for p in price_problems(config, providers)] == ["pools[2].price_hourly_usd"]
+
+
+def test_subnets_of_a_multi_region_pool_are_tried_in_their_own_region(aws_env, quota_responder, session) -> None:
+    provider = make_provider(aws_env, quota_responder, Clock(), [], session)
+    east_subnet = session.client("ec2", endpoint_url=aws_env).describe_subnets()["Subnets"][0]["SubnetId"]
+    west = session.client("ec2", region_name="us-west-2", endpoint_url=aws_env)
+    west_subnet = west.describe_subnets()["Subnets"][0]["SubnetId"]
+    east_faults = Ec2Faults(provider.ec2)
+    east_faults.no_capacity("g5.xlarge")
+    west_faults = Ec2Faults(provider.client("us-west-2"))
+    target = PoolTarget(fleet="contract", pool="both", sizes=("g5.xlarge",), regions=(REGION, "us-west-2"),
+                        options={"image": IMAGE, "subnets": (east_subnet, west_subnet)})
+    made = provider.create(LaunchSpec(target=target, count=1, token="mr"))
+    assert made.region.startswith("us-west-2")
+    assert [p.get("SubnetId") for p in east_faults.calls("RunInstances")] == [east_subnet]
+    assert [p.get("SubnetId") for p in west_faults.calls("RunInstances")] == [west_subnet]
+    assert made.notes == (f"g5.xlarge on-demand in {east_subnet}: no capacity (InsufficientInstanceCapacity)",)
+    assert set(provider.regions) == {REGION, "us-west-2"}  # a client made for a pool is listed too
+    assert [i.id for i in provider.list_instances("contract")] == [made.instances[0].id]
