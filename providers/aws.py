@@ -1,22 +1,20 @@
 """EC2 GPU instances through boto3.  See providers/base.py for the contract.
 
-- Regions: one EC2 client per region, made when first needed.  A pool's `regions` are
-  where it launches (none: the adapter's `region`); a listing covers the adapter's
-  region, the `regions` it was built with, and every region it has a client for.
-- Create: one `run_instances` per candidate (MinCount 1, MaxCount n), counting what
-  really launched.  Candidates are each market × instance type × region × subnet, in
-  order (with `capacity = "spot"` and `spot_fallback = "on-demand"` the on-demand ones
-  follow the spot ones), walked by `providers.base.CapacityWalk`: capacity misses are
-  remembered for `capacity_miss_ttl_s` and asked last.  The ClientToken is derived from
-  the action's token and the candidate, so a retried action sends the same one.
-- The EC2 client never retries by itself (`total_max_attempts=1`): botocore would
-  otherwise retry capacity errors (5xx) behind our back.  Throttling is retried here
-  with bounded backoff through the injected `sleep`; reads and terminations also
-  retry transient errors; a launch does not (the next tick adopts by token).  Only
-  SDK errors are classified (providers/aws_errors.py); anything else propagates.
-- Quotas: EC2 vCPU quotas (per region) come from Service Quotas behind `QuotaSource`;
-  usage is the account's pending/running instances in the quota's family (all of them,
-  not only ours: the quota is the account's).
+- Regions: one EC2 client per region, made on first use.  A pool's `regions` are where it
+  launches (none: the adapter's `region`); a listing covers the adapter's region, the
+  `regions` it was built with, and every region it has a client for.
+- Create: one `run_instances` per candidate (MinCount 1, MaxCount n), counting what really
+  launched.  Candidates are market × instance type × region × subnet, in order (on-demand
+  after spot when `capacity = "spot"` falls back), walked by `providers.base.CapacityWalk`.
+  The ClientToken is derived from the action's token and the candidate, so a retried
+  action sends the same one.
+- The EC2 client never retries by itself (`total_max_attempts=1`): botocore would otherwise
+  retry capacity errors (5xx) behind our back.  Throttling is retried here with bounded
+  backoff through the injected `sleep`; reads and terminations also retry transient errors;
+  a launch does not (the next tick adopts by token).  Only SDK errors are classified
+  (providers/aws_errors.py); anything else propagates.
+- Quotas: EC2 vCPU quotas (per region) come from Service Quotas behind `QuotaSource`; usage
+  is the account's pending/running instances in the quota's family (the quota is the account's).
 - The endpoint: `endpoint_url` when given, else botocore's own configuration
   (it honours `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_EC2` natively).
 """
@@ -29,10 +27,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import boto3
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from providers.aws_catalog import PRICE_TABLE, QuotaFamily, quota_family
-from providers.aws_errors import GONE_CODES, classify, error_message
+from providers.aws_errors import GONE_CODES, RETRY_ATTEMPTS, backoff, classify, error_message
 from providers.aws_launch import (  # noqa: F401  (re-exported: the tests and the controller's records use them)
     LIVE_STATES,
     Ec2Candidate,
@@ -78,8 +76,6 @@ from providers.base import (
 T = TypeVar("T")
 
 USAGE_REUSE_S = 5.0  # the account's instance list for quota usage is reused this long (one tick)
-RETRY_ATTEMPTS = 4  # 1 call + 3 retries, waits 1 s, 2 s, 4 s: bounded at 7 s of backoff
-RETRY_MAX_WAIT_S = 20.0
 TERMINATE_BATCH = 500
 # A whole-batch refusal of one of these kinds fails every id alike: asking for each would too.
 BATCH_WIDE = frozenset({ErrorKind.AUTH, ErrorKind.RATE_LIMITED, ErrorKind.TRANSIENT})
@@ -158,7 +154,7 @@ class AwsProvider:
                 raise classified from err
 
         retrying = Retrying(retry=retry_if_exception_type(retryable), stop=stop_after_attempt(RETRY_ATTEMPTS),
-                            wait=_backoff, sleep=self._sleep, reraise=True)
+                            wait=backoff, sleep=self._sleep, reraise=True)
         return retrying(attempt)
 
     def _target_regions(self, target: PoolTarget) -> tuple[str, ...]:
@@ -273,8 +269,8 @@ class AwsProvider:
     # ------------------------------------------------------------ destroy and tags
 
     def destroy(self, ids: Sequence[str]) -> list[DestroyFailure]:
-        failures: list[DestroyFailure] = []
-        for region, in_region in self._by_region(ids).items():
+        grouped, failures = self._by_region(ids)
+        for region, in_region in grouped.items():
             for start in range(0, len(in_region), TERMINATE_BATCH):
                 failures += self._terminate(region, in_region[start:start + TERMINATE_BATCH])
         return failures
@@ -319,8 +315,8 @@ class AwsProvider:
             Resources=[i], Tags=[{"Key": DRAINING_TAG}]))
 
     def _each_by_region(self, ids: Sequence[str], doing: str, call: Callable[[Any, str], Any]) -> list[DestroyFailure]:
-        failures: list[DestroyFailure] = []
-        for region, in_region in self._by_region(ids).items():
+        grouped, failures = self._by_region(ids)
+        for region, in_region in grouped.items():
             failures += self._each_instance(region, in_region, doing, call)
         return failures
 
@@ -338,14 +334,24 @@ class AwsProvider:
                     failures.append(DestroyFailure(instance_id, err))
         return failures
 
-    def _by_region(self, ids: Sequence[str]) -> dict[str, list[str]]:
-        """The ids grouped by the region they live in.  An id not seen yet is looked for in every
-        region; one found nowhere goes to the default region (where it counts as gone)."""
+    def _by_region(self, ids: Sequence[str]) -> tuple[dict[str, list[str]], list[DestroyFailure]]:
+        """The ids grouped by the region they live in, and the ids that could not be placed.
+        An id not seen yet is looked for in every region; one found nowhere goes to the
+        default region (where it counts as gone)."""
         unique = list(dict.fromkeys(ids))
-        if len(self.regions) > 1:
-            self._locate([i for i in unique if i not in self._region_of])
+        unseen = [i for i in unique if i not in self._region_of]
+        if len(self.regions) > 1 and unseen:
+            try:
+                self._locate(unseen)
+            except ProviderError as err:  # an id that cannot be placed is not asked anywhere
+                lost = set(unseen) - set(self._region_of)
+                placed = [i for i in unique if i not in lost]
+                return self._group(placed), [DestroyFailure(i, err) for i in unseen if i in lost]
+        return self._group(unique), []
+
+    def _group(self, ids: list[str]) -> dict[str, list[str]]:
         grouped: dict[str, list[str]] = {}
-        for instance_id in unique:
+        for instance_id in ids:
             grouped.setdefault(self._region_of.get(instance_id, self.region), []).append(instance_id)
         return grouped
 
@@ -438,11 +444,3 @@ def _terminate_call(ec2: Any, ids: list[str]) -> Callable[[], Any]:
 
 def _describe_types(ec2: Any, types: list[str]) -> Callable[[], Any]:
     return lambda: ec2.describe_instance_types(InstanceTypes=types)
-
-
-def _backoff(state: RetryCallState) -> float:
-    err = state.outcome.exception() if state.outcome else None
-    hinted = getattr(err, "retry_after_s", None)
-    if hinted:
-        return min(float(hinted), RETRY_MAX_WAIT_S)
-    return min(2.0 ** (state.attempt_number - 1), RETRY_MAX_WAIT_S)

@@ -1,4 +1,4 @@
-"""EC2 and Service Quotas errors → the taxonomy of providers/base.py, by the SDK's codes only.
+"""EC2 and Service Quotas errors → the taxonomy of providers/base.py, by the SDK's codes only; the retry waits.
 
 - botocore `ClientError`: by its `Error.Code`, else by its HTTP status (a 5xx without a
   known code is transient, a 4xx is a bad request).
@@ -31,6 +31,7 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from tenacity import RetryCallState
 
 from providers.base import (
     AuthError,
@@ -41,6 +42,9 @@ from providers.base import (
     RateLimited,
     TransientError,
 )
+
+RETRY_ATTEMPTS = 4  # 1 call + 3 retries, waits 1 s, 2 s, 4 s: bounded at 7 s of backoff
+RETRY_MAX_WAIT_S = 20.0
 
 CAPACITY_CODES = frozenset({
     "InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientReservedInstanceCapacity",
@@ -127,3 +131,12 @@ def _from_sdk_class(err: Exception, kind: type[ProviderError], doing: str) -> Pr
     if kind is InvalidRequest:
         return InvalidRequest(f"{doing}: invalid request: {err}", code=name)
     return kind(f"{doing}: {name}: {err}", code=name)
+
+
+def backoff(state: RetryCallState) -> float:
+    """The wait before retry n: the error's own hint (retry_after_s), else 1 s, 2 s, 4 s..."""
+    err = state.outcome.exception() if state.outcome else None
+    hinted = getattr(err, "retry_after_s", None)
+    if hinted:
+        return min(float(hinted), RETRY_MAX_WAIT_S)
+    return min(2.0 ** (state.attempt_number - 1), RETRY_MAX_WAIT_S)

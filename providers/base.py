@@ -105,7 +105,7 @@ class LaunchSpec:
     # lost call was last sent to.  It is tried first, so an idempotent provider (EC2's
     # ClientToken) answers with what that call made instead of another candidate launching anew.
     # Adapters without such idempotency (`Capabilities.idempotent_create` false: DigitalOcean)
-    # ignore `resume`.
+    # ignore `resume` and never call `on_attempt`.
     resume: str | None = None
     # Called with a candidate's key just before the call that may launch there (to be recorded)
     on_attempt: Callable[[str], None] | None = field(default=None, compare=False, repr=False)

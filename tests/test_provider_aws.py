@@ -580,3 +580,10 @@ def test_subnets_of_a_multi_region_pool_are_tried_in_their_own_region(aws_env, q
     assert made.notes == (f"g5.xlarge on-demand in {east_subnet}: no capacity (InsufficientInstanceCapacity)",)
     assert set(provider.regions) == {REGION, "us-west-2"}  # a client made for a pool is listed too
     assert [i.id for i in provider.list_instances("contract")] == [made.instances[0].id]
+
+
+def test_an_id_whose_region_cannot_be_found_is_a_failure_not_a_destroy(aws_env, quota_responder, session) -> None:
+    provider = make_provider(aws_env, quota_responder, Clock(), [], session, regions=("us-west-2",))
+    Ec2Faults(provider.client("us-west-2")).fail("DescribeInstances", "UnauthorizedOperation", 403)
+    (failure,) = provider.destroy(["i-0123456789abcdef0"])
+    assert failure.id == "i-0123456789abcdef0" and failure.error.kind is ErrorKind.AUTH
