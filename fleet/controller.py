@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from fleet.clock import BillingClock
 from fleet.config import Config, PoolConfig
 from fleet.executor import Executor, Notes
 from fleet.metrics import Metrics
@@ -46,7 +47,8 @@ def lookback_s(pool: PoolConfig) -> float:
 
 class Controller:
     def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider], signals: SignalReader,
-                 metrics: Metrics, clock: Callable[[], float], holder: str):
+                 metrics: Metrics, clock: Callable[[], float], holder: str,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.config = config
         self.store = store
         self.providers = dict(providers)
@@ -55,11 +57,12 @@ class Controller:
         self.holder = holder
         self.last_success_at: float | None = None
         self.telemetry = Telemetry(metrics)
-        self.reconciler = Reconciler(config, store, self.providers)
+        billing = BillingClock(clock, monotonic)
+        self.reconciler = Reconciler(config, store, self.providers, billing)
         self.work = WorkTracker()
         self.viewer = FleetViewer(config, self.providers, self.reconciler.grace, self.work)
         self.executor = Executor(config, store, self.providers, signals, self.work, self.telemetry, clock)
-        self.recorder = Recorder(config, store, max((lookback_s(p) for p in config.pools), default=0.0))
+        self.recorder = Recorder(config, store, max((lookback_s(p) for p in config.pools), default=0.0), billing)
         self._signals = signals
 
     def tick(self, dry_run: bool = False) -> TickResult:
@@ -77,6 +80,7 @@ class Controller:
         acting = not dry_run and self._lease(now, lost=False)
         obs = observe(self.config, self.providers, self._signals, self.telemetry)
         if acting:
+            self.store.repair_future(now)  # a wall clock that ran ahead left times that never came
             self.reconciler.reconcile(obs.listings, now)
         plan = self._decide(obs, now)
         # the tick may have outlasted the lease: another replica took it and acts now, not us

@@ -4,7 +4,7 @@ ledger, and the pruning of old decisions."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from fleet.config import Config
 from fleet.model import MachineState, Plan, Reason
@@ -25,11 +25,13 @@ DESTROY_RETRY_AFTER_S = 30.0
 
 
 class Recorder:
-    def __init__(self, config: Config, store: Store, lookback_s: float):
-        """`lookback_s`: the longest history the policy reads (never pruned away)."""
+    def __init__(self, config: Config, store: Store, lookback_s: float, billing: Callable[[], float]):
+        """`lookback_s`: the longest history the policy reads (never pruned away); `billing`: the
+        clock spend is charged to (fleet/clock.py), not the wall clock a step can move."""
         self.config = config
         self.store = store
         self.lookback_s = lookback_s
+        self.billing = billing
         self._last_prune = -float("inf")
 
     def record(self, plan: Plan, notes: Mapping[str, Sequence[Reason]], now: float) -> None:
@@ -64,12 +66,13 @@ class Recorder:
         listed = {(name, inst.id) for name, listing in (obs.listings.items() if obs else ())
                   for inst in listing}
         charges = []
+        billed_to = self.billing()
         for row in self.store.unfinished_machines():
-            until = now
+            until = billed_to
             if row.state is MachineState.TERMINATING and row.terminating_at is not None and (
                     (row.provider, row.provider_id) not in listed
                     or now - row.terminating_at < DESTROY_RETRY_AFTER_S):
-                until = row.terminating_at
+                until = min(row.terminating_at, billed_to)
             if until - row.accrued_until >= ACCRUE_EVERY_S:
                 charges.append((row, until, None))
         self.store.accrue_many(charges)

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from fleet.clock import monotonic_for
 from fleet.cloud import build_providers
 from fleet.config import Config, PoolConfig
 from fleet.controller import Controller
@@ -101,7 +102,8 @@ def default_holder() -> str:
 def build_controller(config: Config, *, migrate: bool = True, providers: Mapping[str, Provider] | None = None,
                      clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
                      store: Store | None = None, holder: str | None = None,
-                     signals: SignalReader | None = None) -> Controller:
+                     signals: SignalReader | None = None,
+                     monotonic: Callable[[], float] | None = None) -> Controller:
     """A controller for `config`; each part may be given (tests, the simulator), else built."""
     parts = Parts(
         store=store if store is not None else open_store(config, migrate=migrate),
@@ -111,4 +113,4 @@ def build_controller(config: Config, *, migrate: bool = True, providers: Mapping
     )
     log.debug(kv(event="wired", providers=",".join(parts.providers) or "none", migrate=migrate))
     return Controller(config, parts.store, parts.providers, parts.signals, parts.metrics, clock=clock,
-                      holder=holder or default_holder())
+                      holder=holder or default_holder(), monotonic=monotonic or monotonic_for(clock))

@@ -4,7 +4,7 @@ its provider's state, and a row whose machine is gone is closed and charged to i
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fleet.config import Config
 from fleet.instances import created_at, pool_config, price_of, state_of
@@ -24,11 +24,13 @@ _FOLLOW_REASON = {
 
 
 class MachineSync:
-    def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider], grace: ListingGrace):
+    def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider], grace: ListingGrace,
+                 billing: Callable[[], float]):
         self.config = config
         self.store = store
         self.providers = providers
         self.grace = grace
+        self.billing = billing
 
     def sync(self, provider: str, listing: list[ProviderInstance], rows: list[MachineRow],
              creates: Mapping[str, ActionRow], now: float) -> None:
@@ -54,7 +56,7 @@ class MachineSync:
         reason = ("destroyed: gone from the provider listing" if gone
                   else "vanished from the provider listing (deleted outside fleet or reclaimed)")
         self.grace.forget(row)
-        end = row.terminating_at if row.terminating_at is not None else now
+        end = min(row.terminating_at if row.terminating_at is not None else now, self.billing())
         self.store.accrue(row, end, min_seconds=self.providers[provider].billing.min_seconds)
         self.store.move(row, MachineState.TERMINATED, now, reason)
         log.info(kv(event="machine_closed", pool=row.pool, machine=row.provider_id, reason=reason))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fleet.config import Config
 from fleet.model import ActionKind
@@ -16,10 +16,12 @@ from providers.base import Provider, ProviderInstance
 class Reconciler:
     """Owns the listing-grace memory (shared with the view, which counts what it keeps open)."""
 
-    def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider]):
+    def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider],
+                 billing: Callable[[], float]):
+        """`billing`: the clock spend is charged to (fleet/clock.py)."""
         self.store = store
         self.grace = ListingGrace()
-        self._machines = MachineSync(config, store, providers, self.grace)
+        self._machines = MachineSync(config, store, providers, self.grace, billing)
 
     def reconcile(self, listings: Mapping[str, list[ProviderInstance]], now: float) -> None:
         """Only the providers that listed this tick are reconciled: a failed listing changes nothing."""

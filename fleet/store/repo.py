@@ -298,7 +298,7 @@ class Store:
                         t.actions.c.pool == pool, t.actions.c.kind == kind.value,
                         t.actions.c.status.in_([s.value for s in HAPPENED_STATUSES]),
                     ))).scalar()
-                    last[kind] = to_ts(row)
+                    last[kind] = None if row is None else min(_ts(row), now)  # a future time is now
                 since = to_dt(now - lookback)
                 recs = conn.execute(select(t.decisions.c.at, t.decisions.c.recommendation,
                                            t.decisions.c.demand_sample, t.decisions.c.ready, t.decisions.c.id)
@@ -307,7 +307,7 @@ class Store:
                                     .order_by(t.decisions.c.at)).all()
                 out[pool] = PoolHistory(
                     last_scale_up_at=last[ActionKind.CREATE], last_scale_down_at=last[ActionKind.DESTROY],
-                    recommendations=tuple((_ts(r.at), r.recommendation) for r in recs),
+                    recommendations=tuple((min(_ts(r.at), now), r.recommendation) for r in recs),
                     demand=tuple((_ts(r.at), r.demand_sample) for r in recs if r.demand_sample is not None),
                     previous=self._previous_tick(conn, recs[-1]) if recs and pool in previous else None,
                 )
@@ -327,6 +327,26 @@ class Store:
             query = query.where(t.decisions.c.pool == pool)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    # ------------------------------------------------------------ clock steps
+
+    # the times a wall clock that ran ahead may have stamped in the future (the ledger's
+    # accrued_until is not among them: spend is charged on the billing clock, fleet/clock.py)
+    _STAMPS = ((t.actions, ("created_at", "finished_at")), (t.decisions, ("at",)),
+               (t.machines, ("created_at", "ready_at", "state_changed_at", "terminating_at")))
+
+    def repair_future(self, now: float) -> int:
+        """Times after `now` are times that never came (the clock ran ahead and came back):
+        they become `now`, so a cooldown or window counted from them lasts its own length,
+        not the size of the step.  Returns the number of rows changed."""
+        at = to_dt(now)
+        changed = 0
+        with self.engine.begin() as conn:
+            for table, columns in self._STAMPS:
+                for column in columns:
+                    col = table.c[column]
+                    changed += conn.execute(update(table).where(col > at).values({column: at})).rowcount
+        return changed
 
     # ------------------------------------------------------------ the leader lease
 
