@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from fleet.clock import BillingClock
 from fleet.config import Config, PoolConfig
 from fleet.executor import Executor, Notes
+from fleet.lease_keeper import LeaseKeeper
 from fleet.metrics import Metrics
 from fleet.model import Plan, TickResult
 from fleet.observe import Observation, SignalReader, observe
@@ -26,6 +27,7 @@ from fleet.policy import decide
 from fleet.policy.latency import history_window_s, reads_previous_tick
 from fleet.reconcile import Reconciler
 from fleet.recorder import Recorder
+from fleet.store.lease import Fence, LeaseLost
 from fleet.store.repo import Store
 from fleet.telemetry import Telemetry, kv
 from fleet.view import FleetViewer
@@ -48,7 +50,7 @@ def lookback_s(pool: PoolConfig) -> float:
 class Controller:
     def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider], signals: SignalReader,
                  metrics: Metrics, clock: Callable[[], float], holder: str,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, renew_every_s: float | None = None):
         self.config = config
         self.store = store
         self.providers = dict(providers)
@@ -64,6 +66,7 @@ class Controller:
         self.executor = Executor(config, store, self.providers, signals, self.work, self.telemetry, clock)
         self.recorder = Recorder(config, store, max((lookback_s(p) for p in config.pools), default=0.0), billing)
         self._signals = signals
+        self.keeper = LeaseKeeper(store, renew_every_s or config.fleet.lease_seconds / 3)
 
     def tick(self, dry_run: bool = False) -> TickResult:
         started = time.perf_counter()
@@ -77,29 +80,45 @@ class Controller:
         return result
 
     def _tick(self, now: float, dry_run: bool) -> TickResult:
-        acting = not dry_run and self._lease(now, lost=False)
-        obs = observe(self.config, self.providers, self._signals, self.telemetry)
-        if acting:
-            self.store.repair_future(now)  # a wall clock that ran ahead left times that never came
-            self.reconciler.reconcile(obs.listings, now)
-        plan = self._decide(obs, now)
-        # the tick may have outlasted the lease: another replica took it and acts now, not us
-        acting = acting and self._lease(self.clock(), lost=True)
         notes = Notes()
-        if acting:
-            self._act(plan, obs, now, notes)
+        try:
+            acting = not dry_run and self._lease(now)
+            obs = observe(self.config, self.providers, self._signals, self.telemetry)
+            acting = acting and self._fenced(lambda: self._reconcile(obs, now))
+            plan = self._decide(obs, now)
+            # the tick may have outlasted the lease: another replica took it and acts now, not us
+            if acting and self._lease(self.clock(), renewing=True):
+                with self.keeper:
+                    acting = self._fenced(lambda: self._act(plan, obs, now, notes))
+            else:
+                acting = False
+        finally:
+            self.store.fence = None
         self.telemetry.plan(plan, acting, self.work.counts)
         if acting:
             self.telemetry.spend(self.recorder.spend_month_to_date(self.clock()))
         return TickResult(plan=plan, dry_run=not acting, notes=notes.frozen())
 
     def _decide(self, obs: Observation, now: float) -> Plan:
-        fleet = self.viewer.view(obs, self.store.unfinished_machines(), now)
+        fleet = self.viewer.view(obs, self.store.unfinished_machines(), self.store.pending_actions(), now)
         self.telemetry.unmanaged(fleet.unmanaged)
         pools = self.config.pools
         history = self.store.history({p.name: lookback_s(p) for p in pools}, now,
                                      previous={p.name for p in pools if reads_previous_tick(p)})
         return decide(self.config, fleet, obs.signals, history, now)
+
+    def _reconcile(self, obs: Observation, now: float) -> None:
+        self.store.repair_future(now)  # a wall clock that ran ahead left times that never came
+        self.reconciler.reconcile(obs.listings, now)
+
+    def _fenced(self, step: Callable[[], None]) -> bool:
+        """Run a step that writes; False when the lease was lost under it (nothing more is written)."""
+        try:
+            step()
+            return True
+        except LeaseLost as exc:
+            log.warning(kv(event="lease_lost", holder=self.holder, reason=str(exc)))
+            return False
 
     def _act(self, plan: Plan, obs: Observation, now: float, notes: Notes) -> None:
         self.executor.retry_destroys(obs, now, notes)
@@ -108,11 +127,16 @@ class Controller:
         self.recorder.record(plan, notes.frozen(), now)
         self.recorder.accrue(self.clock(), obs)
 
-    def _lease(self, now: float, lost: bool) -> bool:
-        """Take or renew the lease; False (and why, logged) when another replica holds it."""
-        if self.store.try_lease(LEASE, self.holder, self.config.fleet.lease_seconds, now):
+    def _lease(self, now: float, renewing: bool = False) -> bool:
+        """Take the lease (or renew it, under the epoch this tick took it with): while held, the
+        store fences every write with its epoch.  False (and why, logged) when another replica
+        holds it."""
+        epoch = self.store.try_lease(LEASE, self.holder, self.config.fleet.lease_seconds, now)
+        if epoch is not None and (not renewing or (self.store.fence and self.store.fence.epoch == epoch)):
+            self.store.fence = Fence(LEASE, self.holder, epoch, self.config.fleet.lease_seconds, self.clock)
             return True
-        if lost:
+        self.store.fence = None
+        if renewing:
             log.warning(kv(event="lease_lost", holder=self.holder, reason="the tick outlasted the lease; "
                            "another replica took it: not acting"))
         else:
@@ -125,7 +149,7 @@ class Controller:
 
     def release_lease(self) -> None:
         """Give the lease back on a clean stop, so the next process acts at once."""
-        self.store.release_lease(LEASE, self.holder)
+        self.store.release_lease(LEASE, self.holder, self.clock())
 
     def spend_month_to_date(self, now: float | None = None) -> dict[str, float]:
         return self.recorder.spend_month_to_date(self.clock() if now is None else now)

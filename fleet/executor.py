@@ -221,9 +221,14 @@ class Executor:
                 f"{wait - (now - last_failure):.0f}s")
 
     def _intent(self, pool: PoolConfig, action: CreateAction, now: float) -> tuple[str, int, str | None]:
-        """The create's action row, committed before the call: (token, action id, resume): a
-        recent lost create of the same count is reopened under its token, else a new one."""
-        token = self.store.reopen_lost_create(pool.name, action.count, now - TOKEN_REUSE_S, now)
+        """The create's action row, committed before the call: (token, action id, resume): on a
+        provider that dedupes creates, a recent lost create of the same count is reopened under
+        its token, else a new one."""
+        # the same token again only where the provider dedupes on it (EC2's ClientToken): elsewhere
+        # the lost call's machines may still appear, and two calls would put twice the count on it
+        idempotent = self.providers[pool.provider].capabilities.idempotent_create
+        token = (self.store.reopen_lost_create(pool.name, action.count, now - TOKEN_REUSE_S, now)
+                 if idempotent else None)
         if token is not None:
             action_id = self.store.action_id(token)
             return token, action_id, self.store.last_attempt(action_id)

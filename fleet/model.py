@@ -110,6 +110,9 @@ class Machine:
     ready_at: float | None = None
     work_left: float = 0.0  # items or seconds of work on it (inf: unknown); scale-down removes the least busy
     draining_since: float | None = None  # DRAINING: when its drain began
+    # a create whose answer was lost (a crash, a lagging listing, another replica's call in
+    # progress): capacity on its way, never a victim (it has no id to destroy yet)
+    in_flight: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 
 from fleet.config import Config, PoolConfig
 from fleet.instances import of_pool, state_of, unlisted_machine
-from fleet.model import Fleet, Machine, MachineState, PoolView
+from fleet.model import ActionKind, Fleet, Machine, MachineState, PoolView
 from fleet.observe import Observation
 from fleet.reconcile import ListingGrace
-from fleet.store.repo import MachineRow
+from fleet.reconcile.intents import carrying
+from fleet.store.repo import ActionRow, MachineRow
 from fleet.work import WorkTracker
 from providers.base import Provider, ProviderInstance
 
@@ -35,6 +36,19 @@ def _listed_machine(pool: PoolConfig, provider: Provider, inst: ProviderInstance
                    draining_since=m.draining_since)
 
 
+def _in_flight(pool: PoolConfig, creates: list[ActionRow], listing: list[ProviderInstance],
+               price: float | None) -> tuple[Machine, ...]:
+    """The machines of creates whose answer was lost and that no listing shows yet: booting
+    capacity (or the next decision would buy them again), billed at the launch price."""
+    out = []
+    for action in creates:
+        for i in range(action.count - carrying(listing, action.token)):
+            out.append(Machine(id=f"{action.token}#{i}", pool=pool.name, state=MachineState.BOOTING,
+                               size=action.size or "", region=action.region or "", price_hourly_usd=price or 0.0,
+                               created_at=action.created_at, in_flight=True))
+    return tuple(out)
+
+
 class FleetViewer:
     def __init__(self, config: Config, providers: Mapping[str, Provider], grace: ListingGrace,
                  work: WorkTracker):
@@ -43,11 +57,14 @@ class FleetViewer:
         self.grace = grace
         self.work = work
 
-    def view(self, obs: Observation, rows: list[MachineRow], now: float) -> Fleet:
-        """`rows`: the unfinished machine rows (after reconcile, when the tick acts)."""
+    def view(self, obs: Observation, rows: list[MachineRow], pending: list[ActionRow], now: float) -> Fleet:
+        """`rows`: the unfinished machine rows (after reconcile, when the tick acts); `pending`:
+        the actions whose outcome is not known yet."""
         self.work.begin_view()
         views = {pool.name: self._pool_view(pool, obs, [r for r in rows if r.provider == pool.provider
-                                                        and r.pool == pool.name], now)
+                                                        and r.pool == pool.name],
+                                            [a for a in pending if a.provider == pool.provider
+                                             and a.pool == pool.name and a.kind is ActionKind.CREATE], now)
                  for pool in self.config.pools}
         self.work.end_view()
         # a pool removed, renamed, or moved to another provider leaves machines no view holds
@@ -55,9 +72,11 @@ class FleetViewer:
         unmanaged = tuple(machine_of_row(r) for r in rows if (r.provider, r.pool) not in configured)
         return Fleet(pools=views, unmanaged=unmanaged)
 
-    def _pool_view(self, pool: PoolConfig, obs: Observation, rows: list[MachineRow], now: float) -> PoolView:
+    def _pool_view(self, pool: PoolConfig, obs: Observation, rows: list[MachineRow], creates: list[ActionRow],
+                   now: float) -> PoolView:
         listing = obs.listings.get(pool.provider)
         machines = self._machines(pool, listing, rows, now)
+        machines += _in_flight(pool, creates, listing or [], obs.launch_price.get(pool.name))
         work_note = None
         if pool.machine_work is not None:
             machines, work_note = self.work.with_work(pool, machines, listing or [],

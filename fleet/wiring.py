@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,18 +93,25 @@ def open_store(config: Config, *, migrate: bool) -> Store:
     return Store(engine)
 
 
+# Two containers may share a hostname and both run as PID 1: the holder id carries a random
+# part drawn once per process.
+_PROCESS = uuid.uuid4().hex[:12]
+
+
 def default_holder() -> str:
-    """One holder per process: two processes on one host (a service and a `fleet run --once`)
-    must not both act.  A clean stop gives the lease back (`release_lease`), so a restart acts
-    at once; after a crash it waits for the lease to expire."""
-    return os.environ.get("FLEET_REPLICA_ID") or f"{socket.gethostname()}:{os.getpid()}"
+    """One holder per process: two processes (two containers with one hostname and PID 1, or a
+    service and a `fleet run --once` on one host) must not both act.  A clean stop gives the
+    lease back (`release_lease`), so a restart acts at once; after a crash it waits for the
+    lease to expire."""
+    return os.environ.get("FLEET_REPLICA_ID") or f"{socket.gethostname()}:{os.getpid()}:{_PROCESS}"
 
 
 def build_controller(config: Config, *, migrate: bool = True, providers: Mapping[str, Provider] | None = None,
                      clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
                      store: Store | None = None, holder: str | None = None,
                      signals: SignalReader | None = None,
-                     monotonic: Callable[[], float] | None = None) -> Controller:
+                     monotonic: Callable[[], float] | None = None,
+                     renew_every_s: float | None = None) -> Controller:
     """A controller for `config`; each part may be given (tests, the simulator), else built."""
     parts = Parts(
         store=store if store is not None else open_store(config, migrate=migrate),
@@ -113,4 +121,5 @@ def build_controller(config: Config, *, migrate: bool = True, providers: Mapping
     )
     log.debug(kv(event="wired", providers=",".join(parts.providers) or "none", migrate=migrate))
     return Controller(config, parts.store, parts.providers, parts.signals, parts.metrics, clock=clock,
-                      holder=holder or default_holder(), monotonic=monotonic or monotonic_for(clock))
+                      holder=holder or default_holder(), monotonic=monotonic or monotonic_for(clock),
+                      renew_every_s=renew_every_s)

@@ -22,7 +22,7 @@ def choose_victims(machines: Iterable[Machine], count: int, keep_booting: bool =
                    work_seen: bool = True, settled_before: float = float("inf")) -> tuple[Machine, ...]:
     if count <= 0:
         return ()
-    machines = tuple(machines)
+    machines = tuple(m for m in machines if not m.in_flight)
     booting = sorted((m for m in machines if m.state in NOT_READY_STATES), key=lambda m: (-m.created_at, m.id))
     if keep_booting:
         def since(m: Machine) -> float:

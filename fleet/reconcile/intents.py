@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fleet.model import ActionKind, ActionStatus
+from fleet.reconcile.grace import LISTING_GRACE_S
 from fleet.store.repo import ActionRow, Store
 from providers.base import ProviderInstance
 
@@ -20,8 +21,10 @@ def carrying(listing: Sequence[ProviderInstance], token: str) -> int:
 
 
 def settle_intents(store: Store, listing: Sequence[ProviderInstance], unconfirmed: Sequence[ActionRow],
-                   pending: Sequence[ActionRow], now: float) -> None:
-    """Settle one provider's actions against its listing."""
+                   pending: Sequence[ActionRow], now: float, idempotent: bool) -> None:
+    """Settle one provider's actions against its listing.  A create nothing carries the token
+    of is lost at once where the provider dedupes creates (the retry under the same token gets
+    the lost call's machines), else only once the listing grace has passed."""
     for action in unconfirmed:  # failed or lost creates: a machine with their token proves otherwise
         found = carrying(listing, action.token)
         if found:
@@ -35,6 +38,8 @@ def settle_intents(store: Store, listing: Sequence[ProviderInstance], unconfirme
         if found:
             store.finish_action(action.id, ActionStatus.ADOPTED, now, f"adopted {found} machine(s) after an "
                                 "unrecorded outcome", launched=found)
+        elif not idempotent and now - action.created_at < LISTING_GRACE_S:
+            continue  # its machines may not be listed yet: still in flight (the view counts them)
         else:
             store.finish_action(action.id, ActionStatus.LOST, now, "no machine carries this token: the create "
                                 "did not happen or is not listed yet")

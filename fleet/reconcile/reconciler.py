@@ -20,6 +20,7 @@ class Reconciler:
                  billing: Callable[[], float]):
         """`billing`: the clock spend is charged to (fleet/clock.py)."""
         self.store = store
+        self.providers = providers
         self.grace = ListingGrace()
         self._machines = MachineSync(config, store, providers, self.grace, billing)
 
@@ -33,4 +34,5 @@ class Reconciler:
                        if a.provider == provider and a.kind is ActionKind.CREATE}
             self._machines.sync(provider, listing, [r for r in rows if r.provider == provider], creates, now)
             settle_intents(self.store, listing, [a for a in unconfirmed if a.provider == provider],
-                           [a for a in pending if a.provider == provider], now)
+                           [a for a in pending if a.provider == provider], now,
+                           self.providers[provider].capabilities.idempotent_create)
