@@ -1,5 +1,5 @@
 """Tuning aid for fleet/policy/latency.py: replay the fleet policy alone with some of its
-module constants overridden, on bench/scaling.py's scenarios, over several jitter seeds.
+constants (fleet/policy/settings.py `LatencySettings`) overridden, on bench/scaling.py's scenarios, over several jitter seeds.
 
     /work/venv/bin/python bench/sweep.py 'BETA=1.0,RISE_QUANTILE=0.9' 'BETA=0.5' [--seeds 1 2 3] [--tune]
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,18 +23,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import scaling  # noqa: E402
 
-import fleet.policy.latency as latency  # noqa: E402
+from fleet.policy.settings import DEFAULT, LatencySettings  # noqa: E402
 from fleet.sim.run import Scenario, run_all, slo_attainment  # noqa: E402
+
+FIELDS = {f.name for f in dataclasses.fields(LatencySettings)}
 
 
 def parse_setting(text: str) -> dict[str, float]:
+    """`NAME=value,...` as `LatencySettings` fields (`BETA` is `beta`, `_MAX_SAMPLES` is `max_samples`)."""
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
-        if not hasattr(latency, name) or not name.isupper():
-            raise SystemExit(f"{part!r}: fleet/policy/latency.py has no constant {name!r}")
-        out[name] = type(getattr(latency, name))(ast.literal_eval(value))
+        field = name.strip().lstrip("_").lower()
+        if field not in FIELDS or not name.isupper():
+            raise SystemExit(f"{part!r}: fleet/policy/settings.py LatencySettings has no field {field!r}")
+        out[name] = type(getattr(DEFAULT, field))(ast.literal_eval(value))
     return out
+
+
+def settings_of(setting: dict[str, float]) -> LatencySettings:
+    return dataclasses.replace(DEFAULT, **{name.lstrip("_").lower(): value for name, value in setting.items()})
 
 
 def figure(scn: Scenario, policies: tuple[str, ...]) -> dict[str, str]:
@@ -55,7 +64,6 @@ def main() -> int:
     parser.add_argument("--tune", action="store_true")
     args = parser.parse_args()
     settings = [parse_setting(s) for s in args.settings]
-    shipped = {name: getattr(latency, name) for s in settings for name in s}
     for seed in args.seeds:
         for name in args.only or scaling.TRACES:
             scn = scaling.prepare(name, args.traces, 0.5, seed=seed)
@@ -64,10 +72,9 @@ def main() -> int:
             base = figure(scn, ("static", "hpa"))
             print(f"{name} seed {seed}: " + "  ".join(f"{p} {v}" for p, v in base.items()))
             for setting in settings:
-                for constant, value in {**shipped, **setting}.items():
-                    setattr(latency, constant, value)
+                tuned = dataclasses.replace(scn, policy_settings=settings_of(setting))
                 label = ",".join(f"{k}={v:g}" for k, v in setting.items()) or "shipped"
-                print(f"   fleet {label}: {figure(scn, ('fleet',))['fleet']}", flush=True)
+                print(f"   fleet {label}: {figure(tuned, ('fleet',))['fleet']}", flush=True)
     return 0
 
 

@@ -79,7 +79,7 @@ def whole_tick(url: str, pools: int, repeat: int) -> str:
     import json
     import tempfile
 
-    from fleet.controller import Controller
+    from fleet.wiring import build_controller
     from providers.simulated import SimulatedCloud
 
     workdir = Path(tempfile.mkdtemp())
@@ -96,7 +96,7 @@ def whole_tick(url: str, pools: int, repeat: int) -> str:
     })
     now = [NOW]
     cloud = SimulatedCloud(clock=lambda: now[0])
-    ctl = Controller(config, providers={"simulated": cloud}, clock=lambda: now[0])
+    ctl = build_controller(config, providers={"simulated": cloud}, clock=lambda: now[0])
     ctl.tick()  # creates pools x 10 machines
     times = []
     for _ in range(repeat):

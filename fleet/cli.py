@@ -6,9 +6,12 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypedDict
 
 import typer
 from rich.console import Console
@@ -17,11 +20,13 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from fleet.cloud import WiringError, build_providers, price_problems
-from fleet.config import Config, ConfigError, load_config
-from fleet.controller import Controller, plan_json, pool_plan_json
-from fleet.model import MachineState
+from fleet.config import Config, ConfigError, ConfigWarning, load_config
+from fleet.controller import Controller
+from fleet.model import MachineState, PoolPlan, TickResult
+from fleet.render import plan_json, pool_plan_json
 from fleet.store.db import SchemaOutOfDate, make_engine, upgrade
-from fleet.store.repo import Store, month_start, to_ts
+from fleet.store.repo import MachineRow, Store, month_start, to_dt, to_ts
+from fleet.wiring import build_controller
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Keep GPU VM fleets sized to their work, under cooldowns, quotas and budget caps.")
@@ -32,6 +37,7 @@ out = Console()
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to the TOML config.")]
+log = logging.getLogger("fleet.config")
 
 
 class Output(StrEnum):
@@ -54,9 +60,18 @@ def _config(path: Path) -> Config:
         raise typer.Exit(1) from None
 
 
-def _controller(cfg: Config) -> Controller:
+def _log_warnings(cfg: Config) -> None:
+    """At the start of `run` and `plan`: every key set that has no effect, one log line each."""
+    for warning in cfg.warnings():
+        reason = warning.message.replace('"', "'")
+        log.warning(f'event=config_key_unused file={cfg.source_path} path={warning.path} code={warning.code} '
+                    f'reason="{reason}"')
+
+
+def _controller(cfg: Config, migrate: bool = True) -> Controller:
+    """The controller for a command; `migrate=False` (a dry run) writes nothing to the database."""
     try:
-        controller = Controller(cfg)
+        controller = build_controller(cfg, migrate=migrate)
         problems = price_problems(cfg, controller.providers)
         if problems:
             raise WiringError("; ".join(problems))
@@ -73,9 +88,13 @@ def _controller(cfg: Config) -> Controller:
         raise typer.Exit(1) from None
 
 
+StrictOpt = Annotated[bool, typer.Option("--strict", help="A key set that has no effect is an error, not a warning.")]
+
+
 @app.command()
-def check(config: ConfigOpt) -> None:
-    """Validate a config: exit 0, or 1 with every error (key path and file)."""
+def check(config: ConfigOpt, strict: StrictOpt = False) -> None:
+    """Validate a config: exit 0, or 1 with every error (key path and file).  Keys that are set
+    and have no effect where they stand are warnings (errors with --strict)."""
     cfg = _config(config)
     problems = []
     try:
@@ -84,12 +103,23 @@ def check(config: ConfigOpt) -> None:
         problems.append(str(exc))
         providers = {}
     problems += price_problems(cfg, providers)
+    warnings = cfg.warnings()
+    if strict:
+        problems += [str(w) for w in warnings]
+    else:
+        _print_warnings(config, warnings)
     if problems:
         for problem in problems:
-            err.print(f"error {config}: {problem}", highlight=False, markup=False)
+            err.print(f"error {config}: {problem}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
-    out.print(f"{config}: ok ({len(cfg.pools)} pool(s): {', '.join(p.name for p in cfg.pools) or 'none'})",
+    noted = f"; {len(warnings)} warning(s)" if warnings else ""
+    out.print(f"{config}: ok ({len(cfg.pools)} pool(s): {', '.join(p.name for p in cfg.pools) or 'none'}{noted})",
               highlight=False)
+
+
+def _print_warnings(config: Path, warnings: Sequence[ConfigWarning]) -> None:
+    for warning in warnings:
+        err.print(f"warning {config}: {warning}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -97,31 +127,24 @@ def plan(config: ConfigOpt, output: Annotated[Output, typer.Option("--output", "
     """One dry-run tick: observe and decide, change nothing."""
     _setup_logging()
     cfg = _config(config)
-    result = _controller(cfg).tick(dry_run=True)
+    _log_warnings(cfg)
+    result = _controller(cfg, migrate=False).tick(dry_run=True)
     if output is Output.json:
         out.print_json(json.dumps(plan_json(result)))
         return
     _print_plan(result)
 
 
-def _print_plan(result) -> None:
+def _print_plan(result: TickResult) -> None:
     table = Table(title="fleet plan" + (" (dry run: nothing changed)" if result.dry_run else ""))
     for col in ("pool", "provider", "ready", "booting", "desired", "actions"):
         table.add_column(col, overflow="fold")
     details = []
     for p in result.plan.pools:
         j = pool_plan_json(p, result.notes.get(p.pool))
-        acts = "; ".join(f"create {a['count']} x {a['size']}" if a["action"] == "create"
-                         else f"{a['action']} {', '.join(a['machines'])}" for a in j["actions"]) or "-"
         table.add_row(p.pool, p.provider, str(p.ready), str(p.booting),
-                      str(p.desired) + (" (held)" if p.held else ""), acts)
-        details.append(f"[bold]{p.pool}[/bold]")
-        for s in j["signals"]:
-            value = f"{s['value']:g}" if s["value"] is not None else f"MISSING ({s['error']})"
-            age = f", age {s['age_s']:.0f}s" if s["age_s"] is not None else ""
-            details.append(f"  signal {s['name']} = {value}  [dim]{s['source']}{age}[/dim]")
-        for reason in j["reasons"] or ["steady"]:
-            details.append(f"  reason {reason}")
+                      str(p.desired) + (" (held)" if p.held else ""), _actions_text(j["actions"]))
+        details += _pool_details(p, j)
     out.print(table)
     for line in details:
         out.print(line, highlight=False, soft_wrap=True)
@@ -130,12 +153,29 @@ def _print_plan(result) -> None:
               highlight=False)
 
 
+def _actions_text(actions: list[dict[str, Any]]) -> str:
+    return "; ".join(f"create {a['count']} x {a['size']}" if a["action"] == "create"
+                     else f"{a['action']} {', '.join(a['machines'])}" for a in actions) or "-"
+
+
+def _pool_details(p: PoolPlan, j: dict[str, Any]) -> list[str]:
+    """A pool's signals and reasons, under the plan table."""
+    lines = [f"[bold]{p.pool}[/bold]"]
+    for s in j["signals"]:
+        value = f"{s['value']:g}" if s["value"] is not None else f"MISSING ({s['error']})"
+        age = f", age {s['age_s']:.0f}s" if s["age_s"] is not None else ""
+        lines.append(f"  signal {s['name']} = {value}  [dim]{s['source']}{age}[/dim]")
+    lines += [f"  reason {reason}" for reason in j["reasons"] or ["steady"]]
+    return lines
+
+
 @app.command()
 def run(config: ConfigOpt, once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False
         ) -> None:
     """The long-lived service (or one tick with --once)."""
     _setup_logging()
     cfg = _config(config)
+    _log_warnings(cfg)
     controller = _controller(cfg)
     if once:
         try:
@@ -151,38 +191,53 @@ def run(config: ConfigOpt, once: Annotated[bool, typer.Option("--once", help="Ru
     Service(controller).run()
 
 
+class PoolStatus(TypedDict):
+    pool: str
+    configured: bool
+    machines: dict[str, int]  # state → count
+    burn_usd_per_hour: float
+    spend_month_to_date_usd: float
+    machine_list: list[dict[str, Any]]
+
+
 @app.command()
 def status(config: ConfigOpt, output: Annotated[Output, typer.Option("--output", "-o")] = Output.table) -> None:
     """Pools, machines by state, burn rate, month-to-date spend (from the database)."""
     cfg = _config(config)
     store = _store(cfg)
-    import time
-
-    now = time.time()
     machines = store.unfinished_machines()
-    spend = {k: float(v) for k, v in store.spend_since(month_start(now)).items()}
-    pools = []
-    names = [p.name for p in cfg.pools] + sorted({m.pool for m in machines} - {p.name for p in cfg.pools})
-    for name in names:
-        mine = [m for m in machines if m.pool == name]
-        by_state: dict[str, int] = {}
-        for m in mine:
-            by_state[m.state.value] = by_state.get(m.state.value, 0) + 1
-        pools.append({
-            "pool": name, "configured": name in {p.name for p in cfg.pools}, "machines": by_state,
-            "burn_usd_per_hour": round(sum(m.price_hourly_usd for m in mine if m.state is not
-                                           MachineState.TERMINATED), 6),
-            "spend_month_to_date_usd": round(spend.get(name, 0.0), 6),
-            "machine_list": [{"id": m.provider_id, "state": m.state.value, "size": m.size, "region": m.region,
-                              "price_hourly_usd": m.price_hourly_usd} for m in mine],
-        })
+    spend = {k: float(v) for k, v in store.spend_since(month_start(time.time())).items()}
+    configured = [p.name for p in cfg.pools]
+    names = configured + sorted({m.pool for m in machines} - set(configured))
+    pools = [_pool_status(name, [m for m in machines if m.pool == name], name in configured, spend.get(name, 0.0))
+             for name in names]
     doc = {"fleet": cfg.fleet.name, "pools": pools,
            "burn_usd_per_hour": round(sum(p["burn_usd_per_hour"] for p in pools), 6),
            "spend_month_to_date_usd": round(sum(spend.values()), 6)}
     if output is Output.json:
         out.print_json(json.dumps(doc))
         return
-    table = Table(title=f"fleet {cfg.fleet.name}")
+    _print_status(cfg.fleet.name, pools)
+    out.print(f"burn ${doc['burn_usd_per_hour']:.2f}/h, month to date ${doc['spend_month_to_date_usd']:.2f}",
+              highlight=False)
+
+
+def _pool_status(name: str, mine: list[MachineRow], configured: bool, spend: float) -> PoolStatus:
+    by_state: dict[str, int] = {}
+    for m in mine:
+        by_state[m.state.value] = by_state.get(m.state.value, 0) + 1
+    return {
+        "pool": name, "configured": configured, "machines": by_state,
+        "burn_usd_per_hour": round(sum(m.price_hourly_usd for m in mine if m.state is not MachineState.TERMINATED),
+                                   6),
+        "spend_month_to_date_usd": round(spend, 6),
+        "machine_list": [{"id": m.provider_id, "state": m.state.value, "size": m.size, "region": m.region,
+                          "price_hourly_usd": m.price_hourly_usd} for m in mine],
+    }
+
+
+def _print_status(fleet: str, pools: list[PoolStatus]) -> None:
+    table = Table(title=f"fleet {fleet}")
     for col in ("pool", "machines", "burn $/h", "spend MTD $"):
         table.add_column(col)
     for p in pools:
@@ -190,8 +245,6 @@ def status(config: ConfigOpt, output: Annotated[Output, typer.Option("--output",
         table.add_row(p["pool"] + ("" if p["configured"] else " (not in config)"), states,
                       f"{p['burn_usd_per_hour']:.2f}", f"{p['spend_month_to_date_usd']:.2f}")
     out.print(table)
-    out.print(f"burn ${doc['burn_usd_per_hour']:.2f}/h, month to date ${doc['spend_month_to_date_usd']:.2f}",
-              highlight=False)
 
 
 @app.command()
@@ -216,10 +269,9 @@ def history(config: ConfigOpt, pool: Annotated[str | None, typer.Option("--pool"
     out.print(table)
 
 
-def _iso(dt) -> str:
-    from fleet.store.repo import to_dt
-
-    return to_dt(to_ts(dt)).isoformat(timespec="seconds")
+def _iso(dt: datetime) -> str:
+    ts = to_ts(dt)
+    return "" if ts is None else to_dt(ts).isoformat(timespec="seconds")
 
 
 def _store(cfg: Config) -> Store:

@@ -53,7 +53,9 @@ def build_providers(config: Config, clock: Callable[[], float]) -> dict[str, Pro
     if aws is not None and "aws" in needed:
         from providers.aws import AwsProvider
 
-        out["aws"] = AwsProvider(region=aws.region, endpoint_url=aws.endpoint_url,
+        # Every region an AWS pool names: the adapter lists them all, launches where each pool says.
+        regions = tuple(dict.fromkeys(r for p in config.pools if p.provider == "aws" for r in p.region))
+        out["aws"] = AwsProvider(region=aws.region, regions=regions, endpoint_url=aws.endpoint_url,
                                  capacity_miss_ttl_s=aws.capacity_miss_ttl_s, clock=clock)
     return out
 
@@ -116,17 +118,15 @@ def launch_price(pool: PoolConfig, provider: Provider) -> float | None:
     return max(prices) if prices else None
 
 
-# Providers whose price table is local: an unknown price there is a config error, caught at start.
-# DigitalOcean's prices come from its API at run time; an unknown one refuses the launch instead.
-LOCAL_PRICE_PROVIDERS = ("simulated", "aws")
-
-
 def price_problems(config: Config, providers: dict[str, Provider]) -> list[str]:
     capped = config.budget.max_hourly_usd is not None
     problems = []
     for i, pool in enumerate(config.pools):
         provider = providers.get(pool.provider)
-        if provider is None or pool.provider not in LOCAL_PRICE_PROVIDERS:
+        # A local price table (`capabilities.local_prices`): an unknown price there is a config
+        # error, caught at start.  Prices read from an API at run time (DigitalOcean's) are not
+        # known yet; an unknown one refuses the launch instead.
+        if provider is None or not provider.capabilities.local_prices:
             continue
         if not (capped or pool.max_hourly_usd is not None):
             continue

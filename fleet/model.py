@@ -11,14 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from providers.base import ErrorKind  # the taxonomy is the providers' (they never import fleet)
+from providers.base import (
+    ErrorKind as ErrorKind,  # re-exported; the taxonomy is the providers' (they never import fleet)
+)
 
 
 class MachineState(StrEnum):
-    """A machine's life (DESIGN.md).  Legal moves live in fleet/store/states.py."""
+    """A machine's life (DESIGN.md, "A machine's life").  A row starts when the provider has
+    answered (the intent before that lives in the `actions` table), so there is no planned or
+    requested state; the legal moves are `LEGAL_MOVES` below, enforced by the store."""
 
-    PLANNED = "planned"
-    REQUESTED = "requested"
     BOOTING = "booting"
     READY = "ready"
     DRAINING = "draining"
@@ -27,11 +29,25 @@ class MachineState(StrEnum):
     FAILED = "failed"
 
 
-LIVE_STATES = frozenset({MachineState.REQUESTED, MachineState.BOOTING, MachineState.READY, MachineState.DRAINING})
-BILLED_STATES = frozenset(LIVE_STATES | {MachineState.TERMINATING, MachineState.FAILED})  # FAILED: stopped, still billed
+_S = MachineState
+LEGAL_MOVES: Mapping[MachineState, frozenset[MachineState]] = {
+    _S.BOOTING: frozenset({_S.READY, _S.DRAINING, _S.TERMINATING, _S.TERMINATED, _S.FAILED}),
+    _S.READY: frozenset({_S.BOOTING, _S.DRAINING, _S.TERMINATING, _S.TERMINATED, _S.FAILED}),
+    _S.DRAINING: frozenset({_S.READY, _S.TERMINATING, _S.TERMINATED, _S.FAILED}),  # READY: taken back
+    _S.TERMINATING: frozenset({_S.TERMINATED}),
+    _S.FAILED: frozenset({_S.TERMINATING, _S.TERMINATED}),
+    # only when the provider lists it again: a listing that missed it for a while closed it
+    _S.TERMINATED: frozenset({_S.BOOTING, _S.READY, _S.TERMINATING, _S.FAILED}),
+}
 
-
-__all__ = ["ErrorKind"]  # re-exported: fleet code reads the error codes from here
+# The state sets, each written once:
+NOT_READY_STATES = frozenset({_S.BOOTING})  # bought, serving nobody yet
+CAPACITY_STATES = frozenset({_S.BOOTING, _S.READY})  # serve or will serve
+LIVE_STATES = frozenset(CAPACITY_STATES | {_S.DRAINING})  # running and ours to keep or end
+BILLED_STATES = frozenset(LIVE_STATES | {_S.TERMINATING, _S.FAILED})  # FAILED: stopped, still billed
+FINAL_STATES = frozenset({_S.TERMINATED})  # known to be gone
+# what a planned destroy may still end (the re-check before the call)
+DESTROYABLE_STATES = frozenset(LIVE_STATES | {_S.FAILED})
 
 
 class ActionKind(StrEnum):
@@ -94,6 +110,9 @@ class Machine:
     ready_at: float | None = None
     work_left: float = 0.0  # items or seconds of work on it (inf: unknown); scale-down removes the least busy
     draining_since: float | None = None  # DRAINING: when its drain began
+    # a create whose answer was lost (a crash, a lagging listing, another replica's call in
+    # progress): capacity on its way, never a victim (it has no id to destroy yet)
+    in_flight: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,7 +136,7 @@ class PoolView:
 
     @property
     def booting(self) -> int:
-        return sum(1 for m in self.machines if m.state in (MachineState.REQUESTED, MachineState.BOOTING))
+        return sum(1 for m in self.machines if m.state in NOT_READY_STATES)
 
     @property
     def capacity(self) -> int:
@@ -260,3 +279,15 @@ class Plan:
             if p.pool == name:
                 return p
         raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick decided, whether it acted, and what acting said per pool (codes and prose)."""
+
+    plan: Plan
+    dry_run: bool
+    notes: Mapping[str, tuple[Reason, ...]] = field(default_factory=dict)
+
+    def notes_of(self, pool: str) -> tuple[Reason, ...]:
+        return tuple(self.notes.get(pool, ()))

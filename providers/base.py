@@ -29,6 +29,11 @@ Contract (checked by tests/provider_contract.py against every adapter):
   quota admits, or `None` with a note when the quota cannot be known.
 - `price(size, region)` is the on-demand hourly USD price, or `None`.
 - `billing` is the provider's billing rule; the ledger uses it.
+- `capabilities` says what the adapter offers (`Capabilities`); core reads it instead of
+  lists of provider names.
+
+Every adapter walks its launch candidates with `CapacityWalk` (below): one rule for what a
+remembered capacity miss means, whichever cloud.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 FLEET_TAG = "fleet"
 POOL_TAG = "pool"
@@ -99,7 +104,8 @@ class LaunchSpec:
     # A retry of a create whose answer was lost: the candidate (an adapter's opaque key) the
     # lost call was last sent to.  It is tried first, so an idempotent provider (EC2's
     # ClientToken) answers with what that call made instead of another candidate launching anew.
-    # Adapters without such idempotency (DigitalOcean) ignore both fields.
+    # Adapters without such idempotency (`Capabilities.idempotent_create` false: DigitalOcean)
+    # ignore `resume` and never call `on_attempt`.
     resume: str | None = None
     # Called with a candidate's key just before the call that may launch there (to be recorded)
     on_attempt: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
@@ -135,6 +141,20 @@ class BillingRule:
 
     def cost(self, lifetime_s: float, price_hourly_usd: float) -> float:
         return self.billable_seconds(lifetime_s) * price_hourly_usd / 3600.0
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter offers; core reads these instead of lists of provider names."""
+
+    local_prices: bool  # the price table ships with the adapter: an unknown price is a config error at start
+    tags: bool = True  # machines carry fleet/pool/token tags and are listed by them
+    quotas: bool = False  # `headroom` can read the account's quota (else it answers None)
+    drain_tag: bool = True  # `mark_draining` puts DRAINING_TAG on the machine, visible to others
+    spot: bool = False  # a pool may ask for interruptible (spot) capacity
+    stop_start: bool = False  # a machine can be powered off and started again
+    bills_stopped_in_full: bool = False  # a stopped machine is billed as if it ran
+    idempotent_create: bool = False  # a retried create with `LaunchSpec.resume` returns what the lost call made
 
 
 class CapacityMemory:
@@ -185,9 +205,17 @@ class ErrorKind(StrEnum):
 
 
 class ProviderError(Exception):
-    """Base of the taxonomy; `kind` is the label used in metrics and reasons."""
+    """Base of the taxonomy; `kind` is the label used in metrics and reasons.
+
+    `code` is the cloud's own error code when it gave one (EC2's `Error.Code`, DigitalOcean's
+    error `id`), so an adapter compares codes and kinds, never message prose.
+    """
 
     kind: ErrorKind = ErrorKind.PROVIDER
+
+    def __init__(self, message: str = "", *, code: str = ""):
+        super().__init__(message)
+        self.code = code
 
 
 class CapacityError(ProviderError):
@@ -207,8 +235,8 @@ class RateLimited(ProviderError):
 
     kind = ErrorKind.RATE_LIMITED
 
-    def __init__(self, message: str, retry_after_s: float | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, retry_after_s: float | None = None, *, code: str = ""):
+        super().__init__(message, code=code)
         self.retry_after_s = retry_after_s
 
 
@@ -236,10 +264,161 @@ class DestroyFailure:
     error: ProviderError
 
 
+# ---------------------------------------------------------------- the capacity walk
+
+C = TypeVar("C", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Landed(Generic[C]):
+    """Where a walk launched, what it launched, and why it moved past the candidates before."""
+
+    candidate: C
+    instances: tuple[ProviderInstance, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass
+class _Tally:
+    skipped: list[str] = field(default_factory=list)  # remembered misses never reached
+    notes: list[str] = field(default_factory=list)  # what each attempt answered, in order
+    quota_refused: set[Hashable] = field(default_factory=set)
+    only_quota: bool = True  # every candidate tried so far was refused for quota
+    last: ProviderError | None = None
+    previous: Any = None
+
+
+def _no_hook(_: Any) -> None:
+    return None
+
+
+def _no_transition(_a: Any, _b: Any) -> None:
+    return None
+
+
+def _error_detail(err: ProviderError) -> str:
+    return err.code or str(err)
+
+
+@dataclass(frozen=True)
+class CapacityWalk(Generic[C]):
+    """The one walk over a pool's launch candidates (size × region × whatever else an adapter
+    adds: a subnet, a market), used by every adapter.
+
+    The rule: the candidate `resume` names (where a lost call went) first, whatever the memory
+    says; then every candidate with no remembered capacity miss, in the pool's order; then the
+    remembered misses, the oldest first.  A miss is a guess about the next few minutes, not a
+    fact: skipping remembered misses for good (what the EC2 adapter used to do) launches
+    nothing while capacity may be back, and a pool with demand stays short for the whole TTL.
+    Trying them last costs one refused call each in the worst case and never delays a candidate
+    that may have room; the oldest miss is the likeliest to have recovered.
+
+    A capacity error is remembered and the walk moves on; a quota refusal skips the candidates
+    drawing on the same quota (`quota_key`, None: no shared quota) and moves on; any other error
+    propagates (it is not about this candidate).  When nothing launched it raises
+    `QuotaExceeded` if every candidate was refused for quota, else `CapacityError`, chained to
+    the last refusal, its message naming every candidate and why.
+    """
+
+    memory: CapacityMemory
+    where: Callable[[C], str]  # a candidate as the notes name it ("g5.xlarge in tor1")
+    quota_key: Callable[[C], Hashable | None] = _no_hook
+    detail: Callable[[ProviderError], str] = _error_detail
+    transition: Callable[[C, C], str | None] = _no_transition  # a note between two candidates
+
+    def order(self, candidates: Sequence[C]) -> tuple[list[C], list[tuple[C, float]]]:
+        """(the fresh candidates in order, the remembered misses with their age, oldest first)."""
+        fresh: list[C] = []
+        remembered: list[tuple[C, float]] = []
+        for candidate in dict.fromkeys(candidates):
+            age = self.memory.age(candidate)
+            if age is None:
+                fresh.append(candidate)
+            else:
+                remembered.append((candidate, age))
+        remembered.sort(key=lambda pair: -pair[1])
+        return fresh, remembered
+
+    def run(self, candidates: Sequence[C], launch: Callable[[C], Sequence[ProviderInstance]], *,
+            what: str, resume: C | None = None, notes: Sequence[str] = ()) -> Landed[C]:
+        """Launch at the first candidate that takes; `what` names the request in the error."""
+        tally = _Tally()
+        if resume is not None and resume in candidates:
+            landed = self._attempt(tally, resume, launch, " (retried where the lost call went)")
+            if landed is not None:
+                return self._landed(notes, tally, landed)
+        fresh, remembered = self.order([c for c in candidates if c != resume])
+        for candidate in fresh:
+            landed = self._attempt(tally, candidate, launch)
+            if landed is not None:
+                tally.skipped = [f"{self.where(c)}: skipped, capacity miss remembered {age:.0f} s ago"
+                                 for c, age in remembered]
+                return self._landed(notes, tally, landed)
+        if remembered:
+            tally.notes.append(f"no fresh candidate launched: trying {len(remembered)} remembered "
+                               "capacity misses, oldest first")
+        for candidate, _age in remembered:
+            landed = self._attempt(tally, candidate, launch)
+            if landed is not None:
+                return self._landed(notes, tally, landed)
+        raise self._refusal(what, notes, tally) from tally.last
+
+    def _attempt(self, tally: _Tally, candidate: C, launch: Callable[[C], Sequence[ProviderInstance]],
+                 label: str = "") -> tuple[C, tuple[ProviderInstance, ...]] | None:
+        if tally.previous is not None:
+            between = self.transition(tally.previous, candidate)
+            if between:
+                tally.notes.append(between)
+        tally.previous = candidate
+        where = self.where(candidate) + label
+        key = self.quota_key(candidate)
+        if key is not None and key in tally.quota_refused:
+            tally.notes.append(f"{where}: skipped, {key} quota already refused")
+            return None
+        try:
+            made = tuple(launch(candidate))
+        except CapacityError as err:
+            self.memory.remember(candidate)
+            tally.notes.append(f"{where}: no capacity{_parenthesized(self.detail(err))}")
+            tally.only_quota, tally.last = False, err
+            return None
+        except QuotaExceeded as err:
+            if key is not None:
+                tally.quota_refused.add(key)
+            tally.notes.append(f"{where}: quota{_parenthesized(self.detail(err))}")
+            tally.last = err
+            return None
+        if not made:
+            tally.notes.append(f"{where}: launched nothing")
+            tally.only_quota = False
+            return None
+        if label:
+            tally.notes.append(f"{where}: launched")
+        return candidate, made
+
+    @staticmethod
+    def _refusal(what: str, notes: Sequence[str], tally: _Tally) -> ProviderError:
+        message = "; ".join([*notes, *tally.notes])
+        code = tally.last.code if tally.last else ""
+        if tally.only_quota and isinstance(tally.last, QuotaExceeded):
+            return QuotaExceeded(f"{what}: the quota admits no candidate: {message}", code=code)
+        return CapacityError(f"{what}: no candidate had capacity: {message}", code=code)
+
+    @staticmethod
+    def _landed(notes: Sequence[str], tally: _Tally,
+                landed: tuple[C, tuple[ProviderInstance, ...]]) -> Landed[C]:
+        return Landed(landed[0], landed[1], (*notes, *tally.skipped, *tally.notes))
+
+
+def _parenthesized(text: str) -> str:
+    return f" ({text})" if text else ""
+
+
 @runtime_checkable
 class Provider(Protocol):
     name: str
     billing: BillingRule
+    capabilities: Capabilities
 
     def list_instances(self, fleet: str) -> list[ProviderInstance]: ...
 

@@ -26,7 +26,10 @@ from providers.base import (
     POOL_TAG,
     TOKEN_TAG,
     BillingRule,
+    Capabilities,
     CapacityError,
+    CapacityMemory,
+    CapacityWalk,
     DestroyFailure,
     Headroom,
     InstanceStatus,
@@ -85,6 +88,7 @@ class _State:
 class SimulatedCloud:
     name = "simulated"
     billing = BillingRule(min_seconds=60.0)
+    capabilities = Capabilities(local_prices=True, quotas=True)
 
     def __init__(
         self,
@@ -95,6 +99,7 @@ class SimulatedCloud:
         capacity_error_rate: float = 0.0,
         seed: int = 0,
         prices: Mapping[str, float] | None = None,
+        capacity_miss_ttl_s: float = 0.0,
     ):
         self._path = Path(state_path) if state_path else None
         self._clock = clock
@@ -103,6 +108,10 @@ class SimulatedCloud:
         self._rng = random.Random(seed)
         self._prices = {**PRICE_TABLE, **(prices or {})}
         self._state = _State()
+        # Off by default: the simulator's figures assume every candidate is asked each time.
+        self._walk: CapacityWalk[tuple[str, str]] = CapacityWalk(
+            CapacityMemory(capacity_miss_ttl_s, clock), where=lambda c: f"{c[0]} in {c[1]}",
+            detail=lambda err: "")
         # (size, region) pairs that always answer "no capacity" (tests inject these)
         self.unavailable: set[tuple[str, str]] = set()
         self.calls: list[str] = []  # every call, in order: a recorded log for tests
@@ -145,38 +154,38 @@ class SimulatedCloud:
         self.calls.append("create")
         self._load()
         target = spec.target
-        regions = target.regions or (DEFAULT_REGION,)
-        boot_s = float(target.options.get("boot_seconds", DEFAULT_BOOT_SECONDS))
         headroom = self._headroom_count()
         if headroom is not None and headroom < 1:
             raise QuotaExceeded(f"machine quota of {self._quota} reached")
         count = spec.count if headroom is None else min(spec.count, headroom)
-        notes: list[str] = []
-        for size in target.sizes:
-            if size not in self._prices:
-                notes.append(f"{size}: unknown size")
-                continue
-            for region in regions:
-                if (size, region) in self.unavailable or (
-                    self._error_rate and self._rng.random() < self._error_rate
-                ):
-                    notes.append(f"{size} in {region}: no capacity")
-                    continue
-                now = self._clock()
-                made = []
-                for i in range(count):
-                    machine_id = str(self._state.next_id)
-                    self._state.next_id += 1
-                    machine = _SimMachine(
-                        id=machine_id, pool=target.pool, size=size, region=region, created_at=now,
-                        ready_at=now + boot_s, name=f"{spec.token}-{i}",
-                        tags={FLEET_TAG: target.fleet, POOL_TAG: target.pool, TOKEN_TAG: spec.token},
-                    )
-                    self._state.machines[machine_id] = machine
-                    made.append(self._view(machine, now))
-                self._save()
-                return LaunchResult(instances=tuple(made), size=size, region=region, notes=tuple(notes))
-        raise CapacityError("no capacity for any candidate: " + "; ".join(notes))
+        notes = [f"{size}: unknown size" for size in target.sizes if size not in self._prices]
+        candidates = [(size, region) for size in target.sizes if size in self._prices
+                      for region in target.regions or (DEFAULT_REGION,)]
+        landed = self._walk.run(candidates, lambda c: self._launch(spec, c, count),
+                                what=f"launching {count} for pool {target.pool}", notes=notes)
+        size, region = landed.candidate
+        return LaunchResult(instances=landed.instances, size=size, region=region, notes=landed.notes)
+
+    def _launch(self, spec: LaunchSpec, candidate: tuple[str, str], count: int) -> list[ProviderInstance]:
+        size, region = candidate
+        if candidate in self.unavailable or (self._error_rate and self._rng.random() < self._error_rate):
+            raise CapacityError(f"no capacity for {size} in {region}")
+        target = spec.target
+        boot_s = float(target.options.get("boot_seconds", DEFAULT_BOOT_SECONDS))
+        now = self._clock()
+        made = []
+        for i in range(count):
+            machine_id = str(self._state.next_id)
+            self._state.next_id += 1
+            machine = _SimMachine(
+                id=machine_id, pool=target.pool, size=size, region=region, created_at=now,
+                ready_at=now + boot_s, name=f"{spec.token}-{i}",
+                tags={FLEET_TAG: target.fleet, POOL_TAG: target.pool, TOKEN_TAG: spec.token},
+            )
+            self._state.machines[machine_id] = machine
+            made.append(self._view(machine, now))
+        self._save()
+        return made
 
     def destroy(self, ids: Sequence[str]) -> list[DestroyFailure]:
         self.calls.append("destroy")

@@ -10,14 +10,24 @@ class FakeClock:
 
     def __init__(self, start: float = T0):
         self.now = start
+        self.mono = 0.0  # what time.monotonic would say: moved by time passing, never by a step
         self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
+    def monotonic(self) -> float:
+        return self.mono
+
     def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.mono += seconds
+
+    def step(self, seconds: float) -> None:
+        """The wall clock jumps (an NTP step, a VM resume, a bad RTC); no time passes."""
         self.now += seconds
 
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += max(0.0, seconds)
+        self.mono += max(0.0, seconds)

@@ -19,6 +19,7 @@ from typing import Protocol
 import pytest
 
 from providers.base import (
+    Capabilities,
     CapacityError,
     Headroom,
     InstanceStatus,
@@ -43,6 +44,9 @@ class Harness(Protocol):
         """Make the first size/region candidate of `target` answer with a capacity error."""
 
     def block_all_candidates(self, target: PoolTarget) -> None: ...
+
+    def unblock_all(self) -> None:
+        """Give every candidate its capacity back (what the adapter remembers stays)."""
 
     def plant_foreign(self) -> str:
         """Create a machine tagged for another fleet; return its id."""
@@ -170,3 +174,36 @@ def test_contract_unmark_draining_takes_the_tag_off_and_a_gone_one_is_no_failure
     assert harness.provider.unmark_draining([first, second]) == []
     assert harness.provider.unmark_draining([first]) == []  # again: no change, no error
     assert _listed(harness)[first].draining is False
+
+
+def _first_candidate(target: PoolTarget) -> tuple[str, str | None]:
+    return target.sizes[0], target.regions[0] if target.regions else None
+
+
+def test_contract_capacity_walk_fresh_first_then_remembered_misses(harness: Harness) -> None:
+    """The one walk (providers.base.CapacityWalk): a remembered miss is asked after every fresh
+    candidate, and when only remembered misses are left they are still asked, not skipped."""
+    target = harness.target()
+    harness.block_first_candidate(target)
+    moved = harness.provider.create(LaunchSpec(target=target, count=1, token=_token()))
+    first_size, first_region = _first_candidate(target)
+    assert (moved.size, moved.region) != (first_size, first_region)
+    harness.unblock_all()
+    # the first candidate has capacity again, but its miss is remembered: a fresh one goes first
+    again = harness.provider.create(LaunchSpec(target=target, count=1, token=_token()))
+    assert (again.size, again.region) == (moved.size, moved.region)
+    harness.block_all_candidates(target)
+    with pytest.raises(CapacityError) as refused:
+        harness.provider.create(LaunchSpec(target=target, count=1, token=_token()))
+    assert refused.value.kind == "capacity"
+    harness.unblock_all()
+    # every candidate is a remembered miss now: they are asked, oldest first (ties in the pool's order)
+    back = harness.provider.create(LaunchSpec(target=target, count=1, token=_token()))
+    assert len(back.instances) == 1 and back.size == first_size
+
+
+def test_contract_capabilities_are_declared(harness: Harness) -> None:
+    caps = harness.provider.capabilities
+    assert isinstance(caps, Capabilities)
+    assert caps.tags and caps.drain_tag  # the contract's listing and mark_draining rely on both
+    assert isinstance(harness.provider, Provider)

@@ -23,7 +23,9 @@ import boto3
 import pytest
 
 from fleet.config import parse_config
-from fleet.controller import Controller, plan_json
+from fleet.controller import Controller
+from fleet.render import plan_json
+from fleet.wiring import build_controller
 from providers.aws import AwsProvider, ServiceQuotasSource
 from tests.aws_faults import Ec2Faults, QuotaResponder
 from tests.clock import FakeClock
@@ -98,7 +100,7 @@ class Rig:
                            quotas=ServiceQuotasSource(self.session, REGION, endpoint_url=self.quotas.url))
 
     def controller(self, provider: Any, **config: Any) -> Controller:
-        return Controller(parse_config(self.config(**config)), providers={"aws": provider}, clock=self.clock)
+        return build_controller(parse_config(self.config(**config)), providers={"aws": provider}, clock=self.clock)
 
     def live(self) -> dict[str, dict[str, Any]]:
         pages = self.ec2.get_paginator("describe_instances").paginate()
@@ -334,7 +336,7 @@ def test_60_ticks_of_random_demand_with_20_percent_of_ec2_calls_failing(rig: Rig
                       scale_down_stabilization_s=30)
     data["budget"]["max_hourly_usd"] = global_cap
     data["pools"][0]["signals"][0]["source"] = {"type": "file", "path": str(signals), "key": "q"}
-    ctl = Controller(parse_config(data), providers={"aws": provider}, clock=rig.clock)
+    ctl = build_controller(parse_config(data), providers={"aws": provider}, clock=rig.clock)
     crashed, queue = 0, 8
     for _ in range(60):
         if rng.random() < 0.2:

@@ -24,8 +24,14 @@ from tests.servers import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _env(base: dict[str, str]) -> dict[str, str]:
+    """The subprocess imports this checkout's `fleet` (not whatever the venv has installed)."""
+    path = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH", "")) if p)
+    return {**base, "PYTHONPATH": path}
+
+
 def fleet(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "FLEET_LOG_LEVEL": "WARNING", "COLUMNS": "200", **(env or {})}
+    full_env = _env({**os.environ, "FLEET_LOG_LEVEL": "WARNING", "COLUMNS": "200", **(env or {})})
     return subprocess.run([sys.executable, "-m", "fleet.cli", *args], cwd=cwd, env=full_env, text=True,
                           capture_output=True, timeout=timeout)
 
@@ -82,7 +88,8 @@ def test_errors_are_printed_as_written_not_as_markup(demo):
 
 
 def test_check_ok_and_invalid_toml(demo):
-    assert fleet("check", "--config", "config.example.toml", cwd=demo).returncode == 0
+    ok = fleet("check", "--strict", "--config", "config.example.toml", cwd=demo)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr  # the example sets no key without effect
     (demo / "broken.toml").write_text("[fleet]\nname = \n")
     result = fleet("check", "--config", "broken.toml", cwd=demo)
     assert result.returncode == 1 and "invalid TOML" in result.stderr and "line 2" in result.stderr
@@ -98,7 +105,7 @@ def test_missing_digitalocean_token_is_named(demo):
     env = {k: v for k, v in os.environ.items() if k != "FLEET_TEST_NO_SUCH_TOKEN"}
     for cmd in ("check", "plan"):
         result = subprocess.run([sys.executable, "-m", "fleet.cli", cmd, "--config", "do.toml"], cwd=demo,
-                                env=env, text=True, capture_output=True, timeout=60)
+                                env=_env(env), text=True, capture_output=True, timeout=60)
         assert result.returncode == 1
         assert "FLEET_TEST_NO_SUCH_TOKEN is not set" in result.stderr
         assert "Traceback" not in result.stderr
@@ -141,7 +148,7 @@ def test_service_serves_metrics_and_stops_on_sigterm(demo):
     cfg.write_text(cfg.read_text().replace("tick_seconds = 15", "tick_seconds = 0.5")
                    .replace("metrics_port = 9464", f"metrics_port = {port}"))
     proc = subprocess.Popen([sys.executable, "-m", "fleet.cli", "run", "--config", "config.example.toml"],
-                            cwd=demo, env={**os.environ, "FLEET_LOG_LEVEL": "INFO"}, text=True,
+                            cwd=demo, env=_env({**os.environ, "FLEET_LOG_LEVEL": "INFO"}), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -172,3 +179,46 @@ def test_unknown_price_with_a_budget_is_a_config_error(demo):
         result = fleet(*cmd, "--config", "config.example.toml", cwd=demo)
         assert result.returncode == 1
         assert "pools[0].price_hourly_usd: no price known for gpu-b999x1-1tb" in result.stderr
+
+
+def _with_unused_keys(demo: Path) -> None:
+    """The example, plus two keys that have no effect: slots_per_machine on a pool without
+    latency_budget_s, and an AWS provider no pool uses."""
+    cfg = demo / "config.example.toml"
+    cfg.write_text(cfg.read_text().replace("max = 10\n", "max = 10\nslots_per_machine = 8\n")
+                   .replace("[[pools]]\n", '[providers.aws]\nregion = "us-east-1"\n\n[[pools]]\n', 1))
+
+
+UNUSED = [("providers.aws", "provider_unused"), ("pools[0].slots_per_machine", "threshold_slots")]
+
+
+def test_check_names_each_key_without_effect_and_passes(demo):
+    _with_unused_keys(demo)
+    result = fleet("check", "--config", "config.example.toml", cwd=demo)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == len(UNUSED), lines  # one line each
+    for line, (path, code) in zip(lines, UNUSED, strict=True):
+        assert line.startswith(f"warning config.example.toml: {path}: no effect") and line.endswith(f"[{code}]")
+    assert "2 warning(s)" in result.stdout
+
+
+def test_check_strict_makes_each_warning_an_error(demo):
+    _with_unused_keys(demo)
+    result = fleet("check", "--strict", "--config", "config.example.toml", cwd=demo)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == len(UNUSED) and "Traceback" not in result.stderr, lines
+    for line, (path, code) in zip(lines, UNUSED, strict=True):
+        assert line.startswith(f"error config.example.toml: {path}: ") and line.endswith(f"[{code}]")
+
+
+def test_plan_and_run_log_each_key_without_effect_at_start(demo):
+    _with_unused_keys(demo)
+    for cmd in (["plan"], ["run", "--once"]):
+        result = fleet(*cmd, "--config", "config.example.toml", cwd=demo)
+        assert result.returncode == 0, result.stderr
+        logged = [line for line in result.stderr.splitlines() if "event=config_key_unused" in line]
+        assert [(path, code) for path, code in UNUSED
+                if any(f"path={path} code={code} " in line for line in logged)] == UNUSED, logged
+        assert all(" WARNING " in line for line in logged)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.config import ConfigError, parse_config
+from fleet.config import ConfigError, WarningCode, parse_config
 
 
 def _data(**pool):
@@ -88,6 +88,7 @@ def test_the_commented_cloud_examples_parse_once_uncommented():
     work = cfg.pool("llm").machine_work
     assert work is not None and work.preset == "vllm" and work.machine_label == "instance"
     assert work.drain_timeout_s == 300
+    assert cfg.warnings() == ()  # the examples set no key without effect
 
 
 @pytest.mark.parametrize(("pool", "expected"), [
@@ -124,3 +125,142 @@ def test_a_signals_two_timeouts_count_together():
         parse_config(data, source="c.toml")
     assert any("pools[0].signals[0].in_flight_source.timeout_s: 10s plus source.timeout_s 10s must be below "
                "fleet.tick_seconds (15s)" in p for p in err.value.problems), err.value.problems
+
+
+# ---------------------------------------------------------------- keys with no effect
+
+
+def _warnings(data):
+    return [(w.path, w.code) for w in parse_config(data).warnings()]
+
+
+def _latency(**pool):
+    signals = pool.pop("signals", [{"kind": "queue_depth", "source": {"type": "static", "value": 1}}])
+    return _data(latency_budget_s=5, slots_per_machine=8, signals=signals, **pool)
+
+
+def _aws(**pool):
+    data = _data(provider="aws", launch_template="lt", **pool)
+    data["providers"] = {"aws": {"region": "us-east-1"}}
+    return data
+
+
+def _digitalocean(**pool):
+    data = _data(provider="digitalocean", image="img", **pool)
+    data["providers"] = {"digitalocean": {}}
+    return data
+
+
+_QUEUE = {"type": "static", "value": 1}
+
+
+@pytest.mark.parametrize("key", ["scale_up_cooldown_s", "scale_down_cooldown_s", "scale_down_stabilization_s",
+                                 "tolerance", "max_step_up", "max_step_up_percent"])
+def test_a_threshold_key_on_a_latency_pool_is_named(key):
+    value = 0.2 if key == "tolerance" else 5
+    assert _warnings(_latency(**{key: value})) == [(f"pools[0].{key}", WarningCode.LATENCY_POOL_KEY)]
+    assert _warnings(_data(**{key: value})) == []  # a threshold pool reads it
+
+
+@pytest.mark.parametrize(("signal", "key"), [
+    ({"kind": "queue_depth", "target_per_machine": 4, "source": _QUEUE}, "target_per_machine"),
+    ({"kind": "gpu_utilization", "target": 0.7, "source": _QUEUE}, "target"),
+])
+def test_a_signal_target_on_a_latency_pool_is_named(signal, key):
+    assert _warnings(_latency(signals=[signal])) == [(f"pools[0].signals[0].{key}", WarningCode.LATENCY_SIGNAL_TARGET)]
+
+
+@pytest.mark.parametrize("signal", [
+    {"kind": "memory_pressure", "target": 0.9, "source": _QUEUE},
+    {"kind": "backlog_seconds", "seconds_per_item": 2, "drain_seconds": 60, "source": _QUEUE},
+])
+def test_a_signal_kind_the_latency_policy_does_not_read_is_named(signal):
+    signals = [{"kind": "queue_depth", "source": _QUEUE}, signal]
+    assert _warnings(_latency(signals=signals)) == [("pools[0].signals[1]", WarningCode.LATENCY_SIGNAL_KIND)]
+
+
+@pytest.mark.parametrize("signals", [[], [{"kind": "queue_wait", "source": _QUEUE}]])
+def test_a_latency_pool_with_nothing_to_size_from_is_named(signals):
+    assert _warnings(_latency(signals=signals)) == [("pools[0].latency_budget_s", WarningCode.LATENCY_NO_DEMAND)]
+    gpu = [*signals, {"kind": "gpu_utilization", "source": _QUEUE}]
+    assert _warnings(_latency(signals=gpu)) == []
+
+
+def test_slots_per_machine_on_a_threshold_pool_is_named():
+    assert _warnings(_data(slots_per_machine=8)) == [("pools[0].slots_per_machine", WarningCode.THRESHOLD_SLOTS)]
+
+
+def test_boot_seconds_on_a_threshold_pool_is_named_where_nothing_reads_it():
+    assert _warnings(_aws(boot_seconds=120)) == [("pools[0].boot_seconds", WarningCode.THRESHOLD_BOOT_SECONDS)]
+    assert _warnings(_data(boot_seconds=120)) == []  # the simulated cloud boots in it
+    assert _warnings(_latency(boot_seconds=120)) == []  # the latency policy holds a boot ahead
+
+
+@pytest.mark.parametrize(("pool", "path"), [
+    ({"subnets": ["subnet-a"]}, "pools[0].subnets"),
+    ({"image": "img"}, "pools[0].image"),
+    ({"ssh_keys": ["k"]}, "pools[0].ssh_keys"),
+    ({"capacity": "spot"}, "pools[0].capacity"),
+])
+def test_a_launch_setting_the_simulated_cloud_does_not_read_is_named(pool, path):
+    assert _warnings(_data(**pool)) == [(path, WarningCode.PROVIDER_KEY)]
+
+
+def test_another_providers_setting_left_at_its_default_is_named():
+    # a value other than the default is refused (test_subnets_apply_only_to_aws)
+    assert _warnings(_digitalocean(capacity="on-demand")) == [("pools[0].capacity", WarningCode.PROVIDER_KEY)]
+    assert _warnings(_aws(ssh_keys=[])) == [("pools[0].ssh_keys", WarningCode.PROVIDER_KEY)]
+
+
+def test_spot_fallback_without_spot_capacity_is_named():
+    assert _warnings(_aws(spot_fallback="on-demand")) == [("pools[0].spot_fallback", WarningCode.SPOT_FALLBACK)]
+    assert _warnings(_aws(capacity="spot", spot_fallback="on-demand")) == []
+
+
+def test_a_provider_no_pool_uses_is_named():
+    data = _data()
+    data["providers"]["aws"] = {"region": "us-east-1"}
+    assert _warnings(data) == [("providers.aws", WarningCode.PROVIDER_UNUSED)]
+
+
+def test_metrics_host_with_the_endpoint_off_is_named():
+    data = _data()
+    data["fleet"].update(metrics_host="0.0.0.0", metrics_port=0)
+    assert _warnings(data) == [("fleet.metrics_host", WarningCode.METRICS_OFF)]
+    data["fleet"]["metrics_port"] = 9464
+    assert _warnings(data) == []
+
+
+def test_the_simulated_seed_without_an_error_rate_is_named():
+    data = _data()
+    data["providers"]["simulated"] = {"seed": 7}
+    assert _warnings(data) == [("providers.simulated.seed", WarningCode.SEED_UNUSED)]
+    data["providers"]["simulated"]["capacity_error_rate"] = 0.1
+    assert _warnings(data) == []
+
+
+def test_region_on_an_aws_pool_is_accepted_and_kept():
+    cfg = parse_config(_aws(region=["us-east-1", "us-west-2"]))
+    assert cfg.pools[0].region == ("us-east-1", "us-west-2") and cfg.warnings() == ()
+    assert parse_config(_aws(region="us-east-1")).pools[0].region == ("us-east-1",)
+
+
+def test_only_keys_the_user_set_count():
+    # every default of a latency pool would be named if defaults counted
+    assert _warnings(_latency()) == []
+    assert _warnings(_data()) == []
+
+
+def test_a_warning_reads_as_path_reason_and_code():
+    (warning,) = parse_config(_data(slots_per_machine=8)).warnings()
+    assert str(warning).startswith("pools[0].slots_per_machine: no effect") and str(warning).endswith(
+        "[threshold_slots]")
+
+
+@pytest.mark.parametrize("name", ["config.example.toml", "fleet/sim/data/simulate.toml"])
+def test_the_shipped_configs_set_no_key_without_effect(name):
+    from pathlib import Path
+
+    from fleet.config import load_config
+
+    assert load_config(Path(__file__).resolve().parents[1] / name).warnings() == ()

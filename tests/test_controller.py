@@ -10,13 +10,10 @@ from sqlalchemy import func, select
 
 from fleet.model import MachineState
 from fleet.store import tables as t
+from fleet.store.db import ensure_schema, make_engine
 from fleet.store.repo import Store
 from providers.base import DestroyFailure, InstanceStatus, TransientError
-from tests.tick_helpers import make_rig
-
-
-class Crash(Exception):
-    """Stands for the process dying: not a ProviderError, so nothing in the tick catches it."""
+from tests.tick_helpers import Crash, CrashingCloud, make_rig
 
 
 def live_db_ids(store: Store) -> set[str]:
@@ -198,49 +195,20 @@ def test_spend_ledger_per_second_with_minimum(database_url, tmp_path):
 # ---------------------------------------------------------------- crash safety
 
 
-class CrashingCloud:
-    """Delegates to the embedded cloud; crashes once, before or after a chosen call."""
-
-    def __init__(self, inner, call: str, when: str):
-        self.inner, self.call, self.when = inner, call, when
-        self.name, self.billing = inner.name, inner.billing
-        self.armed = True
-
-    def __getattr__(self, item):
-        return getattr(self.inner, item)
-
-    def _wrap(self, call, *args):
-        fire = self.armed and call == self.call
-        if fire and self.when == "before":
-            self.armed = False
-            raise Crash(f"before {call}")
-        result = getattr(self.inner, call)(*args)
-        if fire and self.when == "after":
-            self.armed = False
-            raise Crash(f"after {call}")
-        return result
-
-    def create(self, spec):
-        return self._wrap("create", spec)
-
-    def destroy(self, ids):
-        return self._wrap("destroy", ids)
-
-    def list_instances(self, fleet):
-        return self.inner.list_instances(fleet)
-
-
-def crash_store_once(monkeypatch, method: str) -> None:
+def crashing_store(url: str, method: str) -> Store:
+    """The real store, dying once in `method` (a crash mid-tick), handed to the controller like
+    any store."""
     original = getattr(Store, method)
-    state = {"armed": True}
 
     def crashing(self, *args, **kwargs):
-        if state["armed"]:
-            state["armed"] = False
+        if self.armed:
+            self.armed = False
             raise Crash(f"in Store.{method}")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Store, method, crashing)
+    engine = make_engine(url)
+    ensure_schema(engine)
+    return type("CrashingStore", (Store,), {method: crashing, "armed": True})(engine)
 
 
 SCALE_UP_CRASHES = [
@@ -256,16 +224,14 @@ SCALE_DOWN_CRASHES = [
 ]
 
 
-def crash_one_tick_then_restart(rig, monkeypatch, where: str, call: str, when: str | None):
+def crash_one_tick_then_restart(rig, where: str, call: str, when: str | None):
     """Run one tick that dies at the chosen step, then hand back a fresh controller (a restart)."""
     if where == "provider":
         ctl = rig.controller(providers={"simulated": CrashingCloud(rig.cloud, call, when)})
     else:
-        ctl = rig.controller()
-        crash_store_once(monkeypatch, call)
+        ctl = rig.controller(store=crashing_store(rig.config.fleet.database_url, call))
     with pytest.raises(Crash):
         ctl.tick()
-    monkeypatch.undo()
     return rig.controller()
 
 
@@ -276,17 +242,17 @@ def _converge(rig, ctl, ticks: int = 4) -> None:
 
 
 @pytest.mark.parametrize(("where", "call", "when"), SCALE_UP_CRASHES)
-def test_crash_during_scale_up_converges(database_url, tmp_path, monkeypatch, where, call, when):
+def test_crash_during_scale_up_converges(database_url, tmp_path, where, call, when):
     rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0)
     rig.set(queue=12)
-    fresh = crash_one_tick_then_restart(rig, monkeypatch, where, call, when)
+    fresh = crash_one_tick_then_restart(rig, where, call, when)
     _converge(rig, fresh)
     assert len(rig.cloud_ids()) == 3, "no machine created twice, none missing"
     assert live_db_ids(fresh.store) == rig.cloud_ids(), "the database believes exactly what exists"
 
 
 @pytest.mark.parametrize(("where", "call", "when"), SCALE_DOWN_CRASHES)
-def test_crash_during_scale_down_converges(database_url, tmp_path, monkeypatch, where, call, when):
+def test_crash_during_scale_down_converges(database_url, tmp_path, where, call, when):
     rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0, scale_down_cooldown_s=0,
                    scale_down_stabilization_s=0)
     rig.set(queue=12)
@@ -294,7 +260,7 @@ def test_crash_during_scale_down_converges(database_url, tmp_path, monkeypatch, 
     assert len(rig.cloud_ids()) == 3
     rig.set(queue=4)
     rig.clock.advance(15)
-    fresh = crash_one_tick_then_restart(rig, monkeypatch, where, call, when)
+    fresh = crash_one_tick_then_restart(rig, where, call, when)
     _converge(rig, fresh)
     assert len(rig.cloud_ids()) == 1
     assert live_db_ids(fresh.store) == rig.cloud_ids()
@@ -367,7 +333,7 @@ def test_a_destroy_that_does_not_finish_is_retried_and_reported(database_url, tm
         rig.clock.advance(15)
         notes += [n for ns in ctl.tick().notes.values() for n in ns]
     assert len(cloud.asked) >= 3  # asked again every tick once 30 s have passed
-    assert any("still exists" in n and "destroy_timeout_s=120" in n for n in notes)
+    assert any(n.code == "destroy_timeout" and "destroy_timeout_s=120" in n.message for n in notes)
     assert len(rig.cloud_ids()) == 1  # still there, still billed, still tracked
     assert {m.state for m in ctl.store.unfinished_machines()} == {MachineState.TERMINATING}
 
@@ -607,12 +573,9 @@ def test_a_clean_stop_hands_the_lease_over_at_once(database_url, tmp_path):
 def test_a_create_retried_after_a_crash_starts_the_cooldown_again(database_url, tmp_path):
     rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=300, max_hourly_usd=100.0, budget=100.0)
     rig.set(queue=12)
-    ctl = rig.controller()
-    real = rig.cloud.create
-    rig.cloud.create = lambda spec: (_ for _ in ()).throw(Crash("killed before the create reached the API"))
+    ctl = rig.controller(providers={"simulated": CrashingCloud(rig.cloud, "create", "before")})
     with pytest.raises(Crash):
-        ctl.tick()
-    rig.cloud.create = real
+        ctl.tick()  # killed before the create reached the API
     rig.clock.advance(285)  # the restart took a few minutes
     ctl = rig.controller()
     ctl.tick()  # the lost create is retried under its token: 3 machines

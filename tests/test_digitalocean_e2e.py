@@ -21,7 +21,9 @@ import pytest
 
 from fleet.config import Config, parse_config
 from fleet.controller import Controller
+from fleet.model import ErrorKind
 from fleet.store.repo import month_start
+from fleet.wiring import build_controller
 from providers.digitalocean import DigitalOceanProvider
 from tests.clock import FakeClock
 from tests.do_fake import FakeDigitalOcean, Fault, OpenApiCheck
@@ -156,7 +158,7 @@ def controller(fake: FakeDigitalOcean, clock: FakeClock, tmp_path: Path, *, toke
     # The adapter as the factory builds it, plus the virtual sleep so waits advance the shared clock.
     provider = DigitalOceanProvider(token=token, api_url=fake.url, timeout_s=5.0, capacity_miss_ttl_s=300.0,
                                     clock=clock, sleep=clock.sleep)
-    return Controller(cfg, providers={"digitalocean": provider}, clock=clock)
+    return build_controller(cfg, providers={"digitalocean": provider}, clock=clock)
 
 
 def db_ids(ctl: Controller) -> set[str]:
@@ -170,7 +172,9 @@ def test_capacity_on_the_first_candidate_is_served_from_the_next_in_the_same_tic
     result = ctl.tick()
     assert {(d["size_slug"], d["region"]["slug"]) for d in fake.live()} == {(H100, "nyc2")}
     assert len(fake.live()) == 3 and db_ids(ctl) == live_ids(fake)
-    assert any("tor1" in n and "no capacity" in n for n in result.notes["sdxl"])
+    # the adapter's own note says which candidate it moved past, and why
+    assert any(n.code == "launch_note" and "tor1" in n.message and "no capacity" in n.message
+               for n in result.notes["sdxl"])
 
 
 def test_429s_are_waited_out_and_the_tick_finishes(fake: FakeDigitalOcean, clock: FakeClock, tmp_path: Path) -> None:
@@ -190,7 +194,8 @@ def test_a_lost_create_response_is_adopted_next_tick_without_duplicates(
     ctl = controller(fake, clock, tmp_path)
     first = ctl.tick()
     assert len(fake.live()) == 3 and db_ids(ctl) == set()  # made, but the client saw an error
-    assert any("transient" in n for n in first.notes["sdxl"])
+    assert [n.code for n in first.notes["sdxl"]] == ["create_failed"]
+    assert [a.error_kind for a in ctl.store.unconfirmed_creates(0.0)] == [ErrorKind.TRANSIENT]
     for _ in range(3):
         clock.advance(31)  # past the scale-up cooldown: a duplicate would be created now
         ctl.tick()

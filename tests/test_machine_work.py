@@ -15,10 +15,11 @@ from fleet.model import Fleet, History, Machine, MachineState, PoolView
 from fleet.policy import decide
 from fleet.signals.machine_work import build_query, machine_key
 from fleet.signals.machine_work import read as read_work
+from fleet.wiring import CollectorSignals
 from providers.simulated import private_ip
 from tests.prometheus_harness import Exporter, PrometheusServer, sample
 from tests.servers import free_port, need_binary
-from tests.tick_helpers import make_rig
+from tests.tick_helpers import Crash, CrashingCloud, make_rig
 
 # ---------------------------------------------------------------- label values → machines
 
@@ -311,19 +312,19 @@ def test_a_machine_that_takes_work_after_the_plan_is_not_destroyed(serving, tmp_
     a, b = _up(rig, ctl, queue=8)
     serving.set({a: 1, b: 0})
     rig.set(queue=0)
-    act = ctl.act
 
-    def work_arrives_then_act(plan, obs, now, result):
-        serving.set({a: 1, b: 3})  # b took requests between the plan and the destroy
-        act(plan, obs, now, result)
+    class WorkArrivesBeforeTheRecheck(CollectorSignals):
+        def read_pool_machine_work(self, pool):
+            serving.set({a: 1, b: 3})  # b took requests between the plan and the destroy
+            return super().read_pool_machine_work(pool)
 
-    ctl.act = work_arrives_then_act
+    ctl = rig.controller(signals=WorkArrivesBeforeTheRecheck())
     rig.clock.advance(15)
     result = ctl.tick()
     (destroy,) = result.plan.pool("imagegen").actions
     assert destroy.machine_ids == (b,)  # the plan chose b ...
     assert rig.cloud_ids() == {a, b}  # ... and the re-check kept it
-    assert any(f"not destroying {b} (busy 3)" in n for n in result.notes["imagegen"])
+    assert any(n.code == "busy_at_recheck" and f"{b} (busy 3)" in n.message for n in result.notes["imagegen"])
 
 
 @pytest.mark.prometheus
@@ -490,22 +491,15 @@ def test_a_drain_that_outlasts_drain_timeout_s_is_cut_and_a_restart_keeps_its_cl
 @pytest.mark.prometheus
 def test_a_drain_tag_lost_to_a_crash_is_put_on_next_tick(serving, tmp_path):
     rig = _drain_rig(tmp_path, serving.server.url)
-    ctl = rig.controller()
+    tagging = CrashingCloud(rig.cloud, "mark_draining", "before", armed=False)
+    ctl = rig.controller(providers={"simulated": tagging})
     a, b = _up(rig, ctl, queue=8)
     serving.set({a: 1, b: 2})
     rig.set(queue=4)
-
-    class Crash(Exception):
-        pass
-
-    def crash(ids):
-        raise Crash()
-
-    rig.cloud.mark_draining, real = crash, rig.cloud.mark_draining
+    tagging.armed = True
     rig.clock.advance(15)
     with pytest.raises(Crash):
         ctl.tick()  # died after the DRAINING row was written, before the tag
-    rig.cloud.mark_draining = real
     assert not any(m.draining for m in rig.cloud.all_machines())
     rig.clock.advance(15)
     rig.controller().tick()

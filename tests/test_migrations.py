@@ -6,7 +6,7 @@ from alembic import command
 from sqlalchemy import inspect
 
 from fleet.model import ActionKind, ActionStatus, ErrorKind
-from fleet.store.db import alembic_config, current_revision, make_engine, upgrade
+from fleet.store.db import alembic_config, current_revision, head_revision, make_engine, upgrade
 from fleet.store.repo import Store
 
 
@@ -27,7 +27,7 @@ def test_error_kind_revision_fills_failed_creates_from_their_outcome(database_ur
                              f"WHERE id={failed}")
         conn.exec_driver_sql(f"UPDATE actions SET status='failed', outcome='invalid: bad image' WHERE id={bad}")
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == head_revision(engine)
     kinds = {a.token: a.error_kind for a in store.unconfirmed_creates(0.0)}
     assert kinds == {"t-cap": ErrorKind.CAPACITY, "t-bad": ErrorKind.INVALID}
     # the back-off reads the column: the newest failure is invalid (backs off), then capacity ends it
@@ -48,3 +48,14 @@ def test_error_kind_revision_downgrades_and_keeps_the_actions(database_url):
     upgrade(engine)
     assert "error_kind" in _columns(engine, "actions")
     assert [a.error_kind for a in store.unconfirmed_creates(0.0)] == [ErrorKind.QUOTA]  # refilled from outcome
+
+
+def test_lease_epoch_revision_downgrades_and_keeps_the_lease(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    store = Store(engine)
+    assert store.try_lease("controller", "a", 60, 1.0) == 1
+    command.downgrade(alembic_config(engine), "0003")
+    assert "epoch" not in _columns(engine, "leases") and "lease_epoch" not in _columns(engine, "actions")
+    upgrade(engine)
+    assert store.try_lease("controller", "b", 60, 100.0) == 1  # the old lease expired; epochs start again

@@ -220,3 +220,28 @@ def test_budget_caps_are_never_exceeded_by_new_launches(pools, global_cap, unman
                             if m.id in a.machine_ids), rel_tol=1e-9, abs_tol=1e-9)
     for p in plan.pools:
         assert all(m.state is not MachineState.TERMINATED for m in views[p.pool].machines)
+
+
+def test_each_pool_step_hands_the_budget_left_to_the_next():
+    # the global cap is a value passed along: the pool's step returns its plan and what is left
+    from fleet.model import PoolHistory
+    from fleet.policy.clamps import Budget
+    from fleet.policy.decide import decide_pool
+
+    cfg = make_config(budget=10.0, signals=[QUEUE])
+    budget = Budget(cap=10.0, burn=3.0)
+    plan, left = decide_pool(cfg.pools[0], view(ready=1, price=3.0), (reading(16),), PoolHistory(), NOW, budget)
+    assert plan.desired == 3 and left == Budget(cap=10.0, burn=9.0)  # two more at $3 under the $10 cap
+    assert budget == Budget(cap=10.0, burn=3.0)  # the budget handed in is not changed
+    _, none_left = decide_pool(cfg.pools[0], view(ready=1, price=3.0), (reading(16),), PoolHistory(), NOW, left)
+    assert none_left == left  # the next pool finds $1/h left: no machine fits
+
+
+def test_the_clamps_chain_in_order_each_giving_its_reason():
+    from fleet.policy import clamps
+
+    pool = make_config(signals=[QUEUE], max=5).pools[0]  # step limit from 2 ready: +4 a tick
+    step, top = (lambda n: clamps.step_limit(pool, 2, n)), (lambda n: clamps.min_max(pool, n))
+    assert clamps.limit(9, (step, top)) == (5, tuple(r for r in (step(9)[1], top(6)[1])))
+    desired, reasons = clamps.limit(9, (top, step))
+    assert desired == 5 and [r.code for r in reasons] == ["max"]  # 5 is within the step: one reason

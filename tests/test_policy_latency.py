@@ -11,14 +11,16 @@ import pytest
 from fleet.config import ConfigError, QueueWaitSignal, StaticSource, parse_config
 from fleet.model import Fleet, History, MachineState, PoolHistory, PoolView, SignalReading
 from fleet.policy import decide
-from fleet.policy.latency import HOLD_BOOTS, LatencyDecision, excess_quantile, history_window_s, recommend
+from fleet.policy.latency import LatencyDecision, excess_quantile, history_window_s, recommend
 from fleet.policy.recommend import describe as signal_describe
 from fleet.policy.recommend import recommend as signal_recommend
+from fleet.policy.settings import DEFAULT
 from fleet.sim.run import run_policy, scenario, slo_attainment
 from fleet.sim.trace import from_arrays
 from tests.policy_helpers import NOW, make_config, view
 
 BOOT = 180.0
+HOLD_BOOTS = DEFAULT.hold_boots
 
 
 def pool(**kw):
@@ -29,6 +31,11 @@ def readings(queue: float | None, util: float | None) -> tuple[SignalReading, ..
     return (SignalReading("queue_depth", "queue_depth", queue, "test", error=None if queue is not None else "down"),
             SignalReading("gpu_utilization", "gpu_utilization", util, "test",
                           error=None if util is not None else "no ready machine"))
+
+
+def codes(decision: LatencyDecision) -> dict[str, str]:
+    """The decision's reasons by code."""
+    return {r.code: r.message for r in decision.reasons}
 
 
 def steady(level: float, seconds: float = 3600.0, tick: float = 15.0) -> PoolHistory:
@@ -45,7 +52,7 @@ def test_demand_sample_is_work_in_machines() -> None:
     decision = recommend(pool(), view(ready=4), readings(16, 0.5), steady(2.0), NOW)
     assert isinstance(decision, LatencyDecision)
     assert decision.demand_sample == pytest.approx(2.0)  # 16 items / 8 slots
-    assert decision.reasons and decision.reasons[0].code == "latency"
+    assert decision.reasons and decision.reasons[0].code == "latency_demand"
 
 
 def test_steady_demand_keeps_about_the_demand() -> None:
@@ -137,7 +144,7 @@ def test_decide_uses_the_latency_policy_and_applies_hard_limits() -> None:
     plan = decide(cfg, fleet, {"p": readings(400, 1.0)}, History({"p": hist}), NOW)
     pool_plan = plan.pool("p")
     assert pool_plan.desired == 5  # the policy wants more; max=5 caps it
-    assert any(r.code == "latency" for r in pool_plan.reasons)
+    assert any(r.code == "latency_demand" for r in pool_plan.reasons)
     assert pool_plan.demand_sample is not None and pool_plan.demand_sample > 2
     assert p.latency_budget_s == 5
 
@@ -163,7 +170,7 @@ def test_release_takes_only_idle_machines_ready_for_a_hold_window() -> None:
     pool_view = PoolView(name="p", machines=machines, launch_price_hourly_usd=3.0)
     decision = recommend(pool(), pool_view, readings(2, 2 / 48), steady(0.25), NOW)
     assert decision.desired == 4  # only the two long-idle machines go
-    assert "releasing only" in decision.reasons[0].message
+    assert "latency_release_idle" in codes(decision)
 
 
 def test_a_pool_that_drains_releases_busy_machines_ready_for_a_hold_window_too() -> None:
@@ -178,7 +185,7 @@ def test_a_pool_that_drains_releases_busy_machines_ready_for_a_hold_window_too()
     keeps = recommend(pool(machine_work=work), pool_view, readings(6, 6 / 48), steady(0.75), NOW)
     drains = recommend(pool(machine_work={**work, "drain_timeout_s": 300}), pool_view, readings(6, 6 / 48),
                        steady(0.75), NOW)
-    assert keeps.desired == 6 and "0 machine(s) idle and ready" in keeps.reasons[0].message
+    assert keeps.desired == 6 and "0 machine(s) idle and ready" in codes(keeps)["latency_release_idle"]
     assert drains.desired < 6
 
 
@@ -286,7 +293,7 @@ def test_queue_wait_signal_config_model() -> None:
 def test_queue_wait_leaves_out_queued_work_that_clears_within_the_budget(queue, wait, expected_demand) -> None:
     decision = recommend(pool(), view(ready=2), with_wait(queue, 1.0, wait), steady(2.0), NOW)
     assert decision.demand_sample == pytest.approx(expected_demand)
-    assert ("queued not counted" in decision.reasons[0].message) == (expected_demand < queue / 8)
+    assert ("latency_queue_clears" in codes(decision)) == (expected_demand < queue / 8)
 
 
 def test_queue_wait_lowers_the_target_only_when_the_queue_clears() -> None:
@@ -372,11 +379,23 @@ def test_a_release_leaves_the_running_work_and_its_noise_ready() -> None:
 
     def kept_ready(util: float) -> int:
         decision = recommend(pool(), vw, readings(80 * util, util), hist, NOW)
-        assert "releasing only" in decision.reasons[0].message  # the history alone would release more
+        assert "latency_release_idle" in codes(decision)  # the history alone would release more
         return 10 - (12 - decision.desired)
 
     assert kept_ready(0.8) == 10  # 8 machines of work running + noise 1.3 (the hold's): 10 stay ready
-    message = recommend(pool(), vw, readings(64, 0.8), hist, NOW).reasons[0].message
+    message = codes(recommend(pool(), vw, readings(64, 0.8), hist, NOW))["latency_release_idle"]
     assert "10 kept ready for the work running and its noise: releasing only 0" in message
     assert kept_ready(0.5) < 10  # 5 running: the history's release goes ahead
     assert kept_ready(0.5) >= math.ceil(5 + 1.5 * math.sqrt(6 * 8) / 8)
+
+
+def test_the_settings_reach_the_latency_policy_through_decide() -> None:
+    # the constants are a frozen value passed in, not module state: no staffing noise, no headroom
+    cfg = make_config(latency_budget_s=5, slots_per_machine=8, boot_seconds=BOOT, max=100)
+    args = (cfg, Fleet({"p": view(ready=6)}), {"p": readings(40, 40 / 48)}, History({"p": steady(5.0)}), NOW)
+    shipped = decide(*args).pool("p")
+    assert decide(*args, settings=DEFAULT).pool("p") == shipped
+    bare = decide(*args, settings=replace(DEFAULT, beta=0.0)).pool("p")
+    assert bare.desired == 5 < shipped.desired
+    with pytest.raises(AttributeError):
+        DEFAULT.beta = 0.0  # type: ignore[misc]

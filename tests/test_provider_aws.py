@@ -17,6 +17,7 @@ from providers.aws import USAGE_REUSE_S, AwsProvider, ServiceQuotasSource, clien
 from providers.base import (
     AuthError,
     CapacityError,
+    ErrorKind,
     InstanceStatus,
     InvalidRequest,
     LaunchSpec,
@@ -61,6 +62,9 @@ class AwsHarness:
     def block_all_candidates(self, target: PoolTarget) -> None:
         for size in target.sizes:
             self.faults.no_capacity(size)
+
+    def unblock_all(self) -> None:
+        self.faults.rules.clear()
 
     def plant_foreign(self, instance_type: str = "g5.xlarge", **extra: Any) -> str:
         tags = [{"Key": "fleet", "Value": "someone-else"}, {"Key": "pool", "Value": "p1"}]
@@ -465,3 +469,121 @@ def test_price_table() -> None:
     assert provider.price("g5.xlarge") == 1.006 and provider.price("g6e.xlarge", "us-east-1a") == 1.861
     assert provider.price("z9.unknown") is None
     assert provider.billing.cost(30, 3.6) == pytest.approx(0.06)  # 60 s minimum
+
+
+# ---------------------------------------------------------------- errors that are not the SDK's
+
+
+def test_a_programming_error_inside_a_call_propagates_unwrapped_and_unretried(harness: AwsHarness,
+                                                                             monkeypatch) -> None:
+    calls = []
+
+    def broken(**kwargs: Any) -> None:
+        calls.append(kwargs)
+        raise TypeError("run_instances() got an unexpected keyword argument")
+
+    monkeypatch.setattr(harness.provider.ec2, "run_instances", broken)
+    with pytest.raises(TypeError, match="unexpected keyword") as caught:
+        harness.provider.create(spec(harness))
+    assert caught.value.__cause__ is None and len(calls) == 1 and harness.sleeps == []
+
+
+def test_sdk_errors_carry_their_code_and_kind(harness: AwsHarness) -> None:
+    harness.faults.fail("RunInstances", "InvalidAMIID.NotFound", 400, times=1)
+    with pytest.raises(InvalidRequest) as caught:
+        harness.provider.create(spec(harness))
+    assert caught.value.code == "InvalidAMIID.NotFound" and caught.value.kind is ErrorKind.INVALID
+    harness.faults.fail("DescribeInstances", "Unavailable", 503)
+    with pytest.raises(TransientError) as transient:
+        harness.provider.list_instances("contract")
+    assert transient.value.code == "Unavailable" and harness.sleeps == [1.0, 2.0, 4.0]
+
+
+# ---------------------------------------------------------------- regions
+
+
+def test_a_pool_with_region_us_west_2_launches_there(aws_env, quota_responder, session) -> None:
+    clock, sleeps = Clock(), []
+    provider = make_provider(aws_env, quota_responder, clock, sleeps, session, regions=("us-west-2",),
+                             quota_sources=lambda r: ServiceQuotasSource(session, r, endpoint_url=quota_responder.url))
+    faults = Ec2Faults(provider.client("us-west-2"))  # moto launches MinCount: let it fill MaxCount
+    west = session.client("ec2", region_name="us-west-2", endpoint_url=aws_env)
+    east = session.client("ec2", region_name=REGION, endpoint_url=aws_env)
+    target = PoolTarget(fleet="contract", pool="west", sizes=("g5.xlarge",), regions=("us-west-2",),
+                        options={"image": IMAGE})
+    made = provider.create(LaunchSpec(target=target, count=2, token="w1"))
+    assert made.region.startswith("us-west-2") and len(made.instances) == 2
+    assert [p["Action"] for p in faults.sent] == ["RunInstances"]
+    west_ids = {i["InstanceId"] for r in west.describe_instances()["Reservations"] for i in r["Instances"]}
+    assert {i.id for i in made.instances} == west_ids
+    assert east.describe_instances()["Reservations"] == []
+    # a default-region pool still launches in the adapter's region; the listing covers both
+    home = provider.create(LaunchSpec(target=PoolTarget(fleet="contract", pool="east", sizes=("g5.xlarge",),
+                                                        options={"image": IMAGE}), count=1, token="e1"))
+    assert home.region.startswith(REGION)
+    listed = {i.id: i.region for i in provider.list_instances("contract")}
+    assert set(listed) == {i.id for i in made.instances} | {home.instances[0].id}
+    # the quota is read in the pool's region
+    quota_responder.applied[G_ON_DEMAND] = 16.0
+    assert provider.headroom(target).machines == 2  # 16 vCPU - 2 x 4 in us-west-2
+    # a new process (nothing listed yet) destroys in the right region
+    fresh = make_provider(aws_env, quota_responder, clock, sleeps, session, regions=("us-west-2",))
+    assert fresh.destroy([i.id for i in made.instances] + [home.instances[0].id]) == []
+    assert provider.list_instances("contract") == []
+
+
+def test_a_region_that_cannot_be_listed_fails_the_whole_listing(aws_env, quota_responder, session) -> None:
+    provider = make_provider(aws_env, quota_responder, Clock(), [], session, regions=("us-west-2",))
+    Ec2Faults(provider.client("us-west-2")).fail("DescribeInstances", "UnauthorizedOperation", 403)
+    with pytest.raises(AuthError, match="us-west-2"):
+        provider.list_instances("contract")
+
+
+def test_capabilities_are_the_clouds() -> None:
+    caps = AwsProvider.capabilities
+    assert caps.local_prices and caps.spot and caps.quotas and not caps.bills_stopped_in_full
+
+
+def test_the_wiring_gives_the_adapter_every_region_its_pools_name(aws_env, tmp_path) -> None:
+    from fleet.cloud import build_providers, price_problems
+    from fleet.config import parse_config
+
+    pool = {"provider": "aws", "size": ["g5.xlarge"], "image": IMAGE, "min": 0, "max": 2,
+            "signals": [{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 1}}]}
+    config = parse_config({
+        "fleet": {"name": "w", "database_url": f"sqlite:///{tmp_path / 'f.db'}"},
+        "budget": {"max_hourly_usd": 10.0},
+        "providers": {"aws": {"region": REGION, "endpoint_url": aws_env}},
+        "pools": [{**pool, "name": "west", "region": ["us-west-2"]}, {**pool, "name": "home"},
+                  {**pool, "name": "odd", "size": ["g9.unknown"]}],
+    })
+    providers = build_providers(config, clock=Clock())
+    assert providers["aws"].regions == (REGION, "us-west-2")  # type: ignore[attr-defined]
+    # the local price table (capabilities.local_prices): an unknown price is a problem at start
+    assert [p.split(":")[0] for p in price_problems(config, providers)] == ["pools[2].price_hourly_usd"]
+
+
+def test_subnets_of_a_multi_region_pool_are_tried_in_their_own_region(aws_env, quota_responder, session) -> None:
+    provider = make_provider(aws_env, quota_responder, Clock(), [], session)
+    east_subnet = session.client("ec2", endpoint_url=aws_env).describe_subnets()["Subnets"][0]["SubnetId"]
+    west = session.client("ec2", region_name="us-west-2", endpoint_url=aws_env)
+    west_subnet = west.describe_subnets()["Subnets"][0]["SubnetId"]
+    east_faults = Ec2Faults(provider.ec2)
+    east_faults.no_capacity("g5.xlarge")
+    west_faults = Ec2Faults(provider.client("us-west-2"))
+    target = PoolTarget(fleet="contract", pool="both", sizes=("g5.xlarge",), regions=(REGION, "us-west-2"),
+                        options={"image": IMAGE, "subnets": (east_subnet, west_subnet)})
+    made = provider.create(LaunchSpec(target=target, count=1, token="mr"))
+    assert made.region.startswith("us-west-2")
+    assert [p.get("SubnetId") for p in east_faults.calls("RunInstances")] == [east_subnet]
+    assert [p.get("SubnetId") for p in west_faults.calls("RunInstances")] == [west_subnet]
+    assert made.notes == (f"g5.xlarge on-demand in {east_subnet}: no capacity (InsufficientInstanceCapacity)",)
+    assert set(provider.regions) == {REGION, "us-west-2"}  # a client made for a pool is listed too
+    assert [i.id for i in provider.list_instances("contract")] == [made.instances[0].id]
+
+
+def test_an_id_whose_region_cannot_be_found_is_a_failure_not_a_destroy(aws_env, quota_responder, session) -> None:
+    provider = make_provider(aws_env, quota_responder, Clock(), [], session, regions=("us-west-2",))
+    Ec2Faults(provider.client("us-west-2")).fail("DescribeInstances", "UnauthorizedOperation", 403)
+    (failure,) = provider.destroy(["i-0123456789abcdef0"])
+    assert failure.id == "i-0123456789abcdef0" and failure.error.kind is ErrorKind.AUTH

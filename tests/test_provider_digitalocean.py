@@ -15,6 +15,7 @@ import pytest
 from providers.base import (
     AuthError,
     CapacityError,
+    ErrorKind,
     InstanceStatus,
     InvalidRequest,
     LaunchSpec,
@@ -58,6 +59,9 @@ class DOHarness:
         for size in target.sizes:
             for region in target.regions:
                 self.fake.block(size, region)
+
+    def unblock_all(self) -> None:
+        self.fake.blocked.clear()
 
     def plant_foreign(self) -> str:
         return str(self.fake.add_droplet("foreign-1", H100, "tor1", ["fleet:someone-else", "pool:p1"]))
@@ -465,3 +469,33 @@ def test_sizes_catalog_follows_pages(fake: FakeDigitalOcean, clock: FakeClock) -
     fake.max_per_page = 2
     assert make(fake, clock).price("gpu-mi300x1-192gb") == 1.99  # the 5th size, on page 3
     assert [r.param("page") for r in fake.calls("GET", "/v2/sizes")] == ["1", "2", "3"]
+
+
+def test_a_programming_error_inside_a_call_propagates_unwrapped_and_unretried(harness: DOHarness,
+                                                                             monkeypatch) -> None:
+    calls = []
+
+    def broken(**kwargs: object) -> None:
+        calls.append(kwargs)
+        raise TypeError("list() got an unexpected keyword argument")
+
+    monkeypatch.setattr(harness.provider._client.droplets, "list", broken)
+    with pytest.raises(TypeError, match="unexpected keyword") as caught:
+        harness.provider.list_instances("contract")
+    assert caught.value.__cause__ is None and len(calls) == 1 and harness.clock.slept == []
+
+
+def test_errors_carry_the_api_error_id_and_kind(harness: DOHarness) -> None:
+    harness.block_all_candidates(harness.target())
+    with pytest.raises(CapacityError) as caught:
+        harness.provider.create(spec(harness, 1))
+    assert caught.value.kind is ErrorKind.CAPACITY and caught.value.code == "unprocessable_entity"
+    harness.fake.inject("GET", DROPLETS, Fault.http(503), times=READ_ATTEMPTS)
+    with pytest.raises(TransientError) as transient:
+        harness.provider.list_instances("contract")
+    assert transient.value.kind is ErrorKind.TRANSIENT and transient.value.code
+
+
+def test_capabilities_are_the_clouds() -> None:
+    caps = DigitalOceanProvider.capabilities
+    assert not caps.local_prices and caps.bills_stopped_in_full and not caps.spot

@@ -10,7 +10,7 @@ import pytest
 
 from fleet.config import parse_config
 from fleet.sim.engine import BILLING, Engine, EngineSettings, Snapshot, run
-from fleet.sim.policies import StaticController, readings_for
+from fleet.sim.policies import StaticPolicy, readings_for
 from fleet.sim.trace import from_arrays
 from providers.base import InstanceStatus, LaunchSpec, PoolTarget
 from providers.simulated import SimulatedCloud
@@ -59,7 +59,7 @@ class OnTicks:
 def test_single_burst_on_a_static_fleet() -> None:
     # 4 requests of 10 s at t=0 on one machine with 2 slots: two start at once, two wait 10 s
     trace = from_arrays([0, 0, 0, 0], [10, 10, 10, 10])
-    result = run(trace, settings(slots=2, initial_ready=1), StaticController(1))
+    result = run(trace, settings(slots=2, initial_ready=1), StaticPolicy(1))
     assert result.waits.tolist() == [0, 0, 10, 10]
     assert result.end_s == 20
     assert result.cost_usd == pytest.approx(BILLING.cost(20, PRICE))  # the 60 s minimum applies
@@ -69,7 +69,7 @@ def test_single_burst_on_a_static_fleet() -> None:
 def test_steady_stream_never_waits() -> None:
     # one request every 10 s holding 5 s: one slot serves all at once
     arrivals = [10.0 * i for i in range(100)]
-    result = run(from_arrays(arrivals, [5.0] * 100), settings(initial_ready=1), StaticController(1))
+    result = run(from_arrays(arrivals, [5.0] * 100), settings(initial_ready=1), StaticPolicy(1))
     assert result.waits.max() == 0
     assert result.end_s == 995
     assert result.cost_usd == pytest.approx(995 * PRICE / 3600)
@@ -77,7 +77,7 @@ def test_steady_stream_never_waits() -> None:
 
 def test_fifo_order_and_packing_on_the_oldest_machine() -> None:
     trace = from_arrays([0, 1, 2, 3], [100, 1, 1, 1])
-    engine_result = run(trace, settings(slots=2, initial_ready=2), StaticController(2))
+    engine_result = run(trace, settings(slots=2, initial_ready=2), StaticPolicy(2))
     # request 0 on machine 0, request 1 on machine 0's second slot, 2 and 3 on machine 0 once freed
     assert engine_result.waits.tolist() == [0, 0, 0, 0]
 

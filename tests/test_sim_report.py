@@ -15,8 +15,8 @@ import fleet.policy
 import fleet.sim.policies
 from fleet.config import load_config
 from fleet.sim.command import simulate
-from fleet.sim.engine import Engine, EngineSettings
-from fleet.sim.policies import FleetController
+from fleet.sim.engine import Engine, EngineSettings, run
+from fleet.sim.policies import FleetPolicy
 from fleet.sim.report import KEYS, report
 from fleet.sim.run import pick_pool, run_all, scenario
 from fleet.sim.trace import from_arrays, load_trace
@@ -69,23 +69,23 @@ def synthetic_trace(tmp_path: Path, n: int = 600) -> Path:
 
 
 def test_the_simulator_calls_the_services_decide() -> None:
-    assert fleet.sim.policies.FleetController.decide is fleet.policy.decide
+    assert fleet.sim.policies.FleetPolicy.decide is fleet.policy.decide
     assert fleet.controller.decide is fleet.policy.decide  # the service's tick calls the same object
 
 
-def test_the_fleet_replay_goes_through_decide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_fleet_replay_goes_through_decide(tmp_path: Path) -> None:
     calls = []
-    real = fleet.policy.decide
 
-    def counting(*args, **kwargs):
-        calls.append(args[-1])
-        return real(*args, **kwargs)
+    class CountingPolicy(FleetPolicy):
+        @staticmethod
+        def decide(*args, **kwargs):
+            calls.append(args[-1])
+            return fleet.policy.decide(*args, **kwargs)
 
-    monkeypatch.setattr(fleet.sim.policies.FleetController, "decide", staticmethod(counting))
     cfg = load_config(write_config(tmp_path))
     pool = pick_pool(cfg, None)
     scn = scenario(cfg, pool, load_trace(synthetic_trace(tmp_path, 100)))
-    run_all(scn, ["fleet"])
+    run(scn.trace, scn.settings, CountingPolicy(scn.config, scn.pool, scn.price, scn.quota, scn.tick_s))
     assert len(calls) > 50 and calls[:3] == [0.0, 15.0, 30.0]
 
 
@@ -229,7 +229,7 @@ def test_the_fleet_policy_sees_each_machines_work_only_when_asked(tmp_path: Path
     scn = scenario(cfg, pool, from_arrays([0.0], [100.0]))
     engine = Engine(scn.trace, EngineSettings(**{**scn.settings.__dict__, "initial_ready": 2}))
     engine.advance(1.0)  # the one request runs on one of the two machines
-    controller = FleetController(cfg, pool, scn.price, scn.quota, scn.tick_s, machine_work=machine_work)
+    controller = FleetPolicy(cfg, pool, scn.price, scn.quota, scn.tick_s, machine_work=machine_work)
     work = sorted(m.work_left for m in controller._view(engine).machines)
     assert work == ([0.0, 1.0] if machine_work else [0.0, 0.0])
 

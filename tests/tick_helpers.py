@@ -9,6 +9,7 @@ from typing import Any
 
 from fleet.config import Config, parse_config
 from fleet.controller import Controller
+from fleet.wiring import build_controller
 from providers.simulated import SimulatedCloud
 from tests.clock import FakeClock as Clock
 
@@ -34,6 +35,34 @@ def demo_config(database_url: str, signals_path: Path, **pool: Any) -> Config:
     return parse_config(data)
 
 
+class Crash(Exception):
+    """Stands for the process dying: not a ProviderError, so nothing in the tick catches it."""
+
+
+class CrashingCloud:
+    """Delegates to a provider; crashes once, before or after its chosen call (while armed)."""
+
+    def __init__(self, inner: Any, call: str, when: str, armed: bool = True):
+        self.inner, self.call, self.when = inner, call, when
+        self.name, self.billing = inner.name, inner.billing
+        self.armed = armed
+
+    def __getattr__(self, item: str) -> Any:
+        attr = getattr(self.inner, item)
+        if item != self.call:
+            return attr
+        return lambda *args: self._wrap(item, *args)
+
+    def _wrap(self, call: str, *args: Any) -> Any:
+        fire, self.armed = self.armed, False
+        if fire and self.when == "before":
+            raise Crash(f"before {call}")
+        result = getattr(self.inner, call)(*args)
+        if fire and self.when == "after":
+            raise Crash(f"after {call}")
+        return result
+
+
 def write_signals(path: Path, **values: Any) -> None:
     path.write_text(json.dumps(values))
 
@@ -48,7 +77,7 @@ class Rig:
     def controller(self, **kw: Any) -> Controller:
         """A fresh controller on the same database and cloud (what a restart gives)."""
         kw.setdefault("providers", {"simulated": self.cloud})
-        return Controller(self.config, clock=self.clock, **kw)
+        return build_controller(self.config, clock=self.clock, **kw)
 
     def set(self, **values: Any) -> None:
         write_signals(self.signals, **values)

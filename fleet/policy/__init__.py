@@ -1,5 +1,6 @@
-"""Pure decisions: no clock, no I/O.  `decide` is the one entry point."""
+"""Pure decisions: no clock, no I/O.  `decide` is the one entry point; `LatencySettings` tunes it."""
 
 from fleet.policy.decide import decide
+from fleet.policy.settings import LatencySettings
 
-__all__ = ["decide"]
+__all__ = ["LatencySettings", "decide"]

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fleet.model import Machine, MachineState
-
-_NOT_READY = (MachineState.REQUESTED, MachineState.BOOTING)
+from fleet.model import NOT_READY_STATES, Machine, MachineState
 
 
 def choose_victims(machines: Iterable[Machine], count: int, keep_booting: bool = False,
                    work_seen: bool = True, settled_before: float = float("inf")) -> tuple[Machine, ...]:
     if count <= 0:
         return ()
-    machines = tuple(machines)
-    booting = sorted((m for m in machines if m.state in _NOT_READY), key=lambda m: (-m.created_at, m.id))
+    machines = tuple(m for m in machines if not m.in_flight)
+    booting = sorted((m for m in machines if m.state in NOT_READY_STATES), key=lambda m: (-m.created_at, m.id))
     if keep_booting:
         def since(m: Machine) -> float:
             return m.ready_at if m.ready_at is not None else m.created_at

@@ -15,8 +15,10 @@ import numpy as np
 import typer
 
 from fleet.config import ConfigError, load_config
+from fleet.sim.engine import RunResult
+from fleet.sim.oracle import LowerBound
 from fleet.sim.report import report, table, to_json
-from fleet.sim.run import POLICIES, ScenarioError, pick_pool, run_all, scenario
+from fleet.sim.run import POLICIES, Scenario, ScenarioError, pick_pool, run_all, scenario
 from fleet.sim.trace import FORMATS, TraceError, load_trace, scale_trace
 
 LONG_TRACE = 100_000  # requests: show a progress bar on stderr from here
@@ -69,6 +71,19 @@ def simulate(
                                                   help="progress bar on stderr (default: long traces)")] = None,
 ) -> None:
     """Replay a trace through the policy `fleet run` uses, next to baselines and a clairvoyant bound."""
+    names = _policies(output, policy, judge_from, trace_format)
+    scn = _scenario(config, trace, pool, trace_format, scale, seed, machine_work, judge_from)
+    bar = _Progress(progress if progress is not None else len(scn.trace) >= LONG_TRACE)
+    results, bound = run_all(scn, names, bar)
+    data = report(scn, results, bound)
+    notes = [n for r in results for n in r.notes]
+    if plot is not None:
+        notes.append(_plot(scn, results, bound, plot))
+    typer.echo(to_json(data) if output == "json" else table(scn, data, notes))
+
+
+def _policies(output: str, policy: str, judge_from: float, trace_format: str) -> tuple[str, ...]:
+    """The policies to replay, once the options are checked."""
     if output not in ("table", "json"):
         raise _fail(f"--output must be table or json, got {output!r}")
     names = POLICIES if policy == "all" else (policy,)
@@ -78,6 +93,11 @@ def simulate(
         raise _fail(f"--judge-from must be at least 0 and below 1 (a share of the requests), got {judge_from:g}")
     if trace_format not in FORMATS:
         raise _fail(f"--format must be one of {', '.join(FORMATS)}; got {trace_format!r}")
+    return names
+
+
+def _scenario(config: Path, trace: Path, pool: str | None, trace_format: str, scale: float, seed: int,
+              machine_work: bool | None, judge_from: float) -> Scenario:
     try:
         cfg = load_config(config)
         chosen = pick_pool(cfg, pool)
@@ -93,16 +113,14 @@ def simulate(
         raise _fail(f"invalid config:\n{exc}") from None
     except (TraceError, ScenarioError) as exc:
         raise _fail(str(exc)) from None
-    bar = _Progress(progress if progress is not None else len(loaded) >= LONG_TRACE)
-    results, bound = run_all(scn, names, bar)
-    data = report(scn, results, bound)
-    notes = [n for r in results for n in r.notes]
-    if plot is not None:
-        from fleet.sim.plot import plot as draw
+    return scn
 
-        try:
-            written = draw(scn, results, bound, plot)
-        except OSError as exc:
-            raise _fail(f"writing the plot {plot}: {exc}") from None
-        notes.append(f"plot written to {written}")
-    typer.echo(to_json(data) if output == "json" else table(scn, data, notes))
+
+def _plot(scn: Scenario, results: list[RunResult], bound: LowerBound, path: Path) -> str:
+    from fleet.sim.plot import plot as draw
+
+    try:
+        written = draw(scn, results, bound, path)
+    except OSError as exc:
+        raise _fail(f"writing the plot {path}: {exc}") from None
+    return f"plot written to {written}"

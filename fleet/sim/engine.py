@@ -2,7 +2,7 @@
 
 Requests arrive from the trace, start on a free slot of a ready machine (the oldest
 machine first, which packs work and leaves the newest idle for release), and hold
-the slot for their service time.  Every `tick_s` the controller reads the queue's
+the slot for their service time.  Every `tick_s` the policy reads the queue's
 signals as they were `lag_s` ago and may create or destroy machines.
 
 Machines are modelled here rather than through providers/simulated.py's
@@ -56,11 +56,15 @@ class Snapshot:
     wait_max: float = 0.0
 
 
-class Controller(Protocol):
-    """Decides once a tick; `tick_s` None means never (a static fleet)."""
+class SimPolicy(Protocol):
+    """Who decides in a replay (fleet/sim/policies.py): once a tick, `tick_s` None means never
+    (a static fleet).  Not `fleet.controller.Controller`: that one runs the service's tick."""
 
-    name: str
-    tick_s: float | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tick_s(self) -> float | None: ...
 
     def tick(self, now: float, engine: Engine, seen: Snapshot) -> None: ...
 
@@ -156,7 +160,7 @@ class Engine:
             self._new_machine(0.0, 0.0, settings.price_hourly_usd)
             self._on_ready(0.0, len(self.created) - 1)
 
-    # ------------------------------------------------------------ machines (the controller's API)
+    # ------------------------------------------------------------ machines (the policies' API)
 
     def booting(self) -> int:
         return sum(1 for m in self.alive if self.ready_at[m] > self.now)
@@ -212,8 +216,8 @@ class Engine:
                 self.waits[r] = math.inf
                 self.retried_at[r] = now
             self.queue.extend(lost)
-        while self.queue and (m := self._free_machine()) is not None:
-            self._start(self.queue.popleft(), m, now)
+        while self.queue and (free := self._free_machine()) is not None:
+            self._start(self.queue.popleft(), free, now)
 
     def undrain(self, machines: list[int]) -> None:
         """Take draining machines back: ready again, and serving the queue."""
@@ -318,14 +322,14 @@ class Engine:
                 if ta > until:
                     break
                 self.now = ta
-                m = self._free_machine()
-                if m is None:
+                free = self._free_machine()
+                if free is None:
                     self.queue.append(i)
                 else:
-                    self._start(i, m, ta)
-                    if self.busy[m] >= self.slots:
+                    self._start(i, free, ta)
+                    if self.busy[free] >= self.slots:
                         heapq.heappop(self.free)
-                        self.in_free[m] = False
+                        self.in_free[free] = False
                 i += 1
         self.next_i = i
         if until != math.inf and until > self.now:
@@ -345,13 +349,13 @@ class Engine:
         return self.next_i >= len(self.arrival) and not self.queue and self.busy_total == 0
 
 
-def run(trace: Trace, settings: EngineSettings, controller: Controller,
+def run(trace: Trace, settings: EngineSettings, policy: SimPolicy,
         progress: Callable[[float], None] | None = None,
         check: Callable[[Engine], int] | None = None) -> RunResult:
-    """Replay `trace` under `controller`; `check` counts cap violations after each tick."""
+    """Replay `trace` under `policy`; `check` counts cap violations after each tick."""
     engine = Engine(trace, settings)
     series = Series()
-    tick = controller.tick_s
+    tick = policy.tick_s
     if tick is None:
         engine.advance(math.inf)
     else:
@@ -378,7 +382,7 @@ def run(trace: Trace, settings: EngineSettings, controller: Controller,
             series.busy.append(engine.busy_total)
             series.ready.append(engine.ready_count)
             series.booting.append(engine.booting())
-            controller.tick(t, engine, seen)
+            policy.tick(t, engine, seen)
             if check is not None:
                 engine.violations += check(engine)
             stranded = stranded + 1 if (engine.next_i >= n and not engine.alive) else 0
@@ -389,5 +393,5 @@ def run(trace: Trace, settings: EngineSettings, controller: Controller,
                 progress(engine.next_i / n)
     end = engine.last_finish if engine.done else engine.now
     gone = [g if g is not None else end for g in engine.gone_at]
-    return RunResult(controller.name, engine.waits, engine.created, gone, engine.prices, end, series,
+    return RunResult(policy.name, engine.waits, engine.created, gone, engine.prices, end, series,
                      engine.violations, cut_requests=engine.cut_requests)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from fleet.sim.oracle import LowerBound
 from fleet.sim.run import Scenario
 
 _MAX_POINTS = 4000  # per line: a 23-day replay has 130,000 ticks
+_HOUR = 3600.0
 
 
 def _thin(n: int) -> slice:
@@ -42,34 +44,66 @@ def plot(scn: Scenario, results: Sequence[RunResult], bound: LowerBound, path: s
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    slots = scn.pool.slots_per_machine
-    hours = 3600.0
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 1.4]})
     colors = {r.policy: f"C{i}" for i, r in enumerate(results)}
-    if len(bound.times):  # demand at zero wait, and the oracle's machines (created a boot ahead)
-        busy = _zero_wait_busy(scn)
-        cut = _thin(len(busy[0]))
-        top.fill_between(busy[0][cut] / hours, busy[1][cut] / slots, step="post", color="0.82",
-                         label="demand (busy slots at zero wait / slots)")
-        times, alive = _alive(bound.intervals)
-        cut = _thin(len(times))
-        top.step(times[cut] / hours, alive[cut], where="post", color="black", lw=0.8,
-                 label="lower bound: oracle machines")
+    _demand_and_bound(top, scn, bound)
+    _machines(top, results, colors)
+    limit = _clip(top, results, bound)
+    top.set_ylabel("machines")
+    top.legend(loc="upper right", fontsize=8, ncol=2)
+    top.set_title(f"{scn.trace.name}: {scn.pool.name}, boot {scn.pool.boot_seconds:g}s, "
+                  f"budget {scn.budget_s:g}s, {scn.pool.slots_per_machine} slot(s) per machine")
+    _waits(bottom, scn, results, colors)
+    if scn.judge_from_s > 0:  # --judge-from: the figures count from this line on
+        for ax in (top, bottom):
+            ax.axvline(scn.judge_from_s / _HOUR, color="0.4", lw=0.8, ls="-.")
+        top.text(scn.judge_from_s / _HOUR, 0.01 * limit, " judged from here", fontsize=8, color="0.3")
+    bottom.set_yscale("symlog", linthresh=1.0)
+    bottom.set_ylim(bottom=0)
+    bottom.set_ylabel("wait (s)")
+    bottom.set_xlabel("hours from trace start")
+    bottom.legend(loc="upper right", fontsize=8, ncol=3, markerscale=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _demand_and_bound(top: Any, scn: Scenario, bound: LowerBound) -> None:
+    """Demand at zero wait, and the oracle's machines (created a boot ahead)."""
+    if not len(bound.times):
+        return
+    slots = scn.pool.slots_per_machine
+    busy = _zero_wait_busy(scn)
+    cut = _thin(len(busy[0]))
+    top.fill_between(busy[0][cut] / _HOUR, busy[1][cut] / slots, step="post", color="0.82",
+                     label="demand (busy slots at zero wait / slots)")
+    times, alive = _alive(bound.intervals)
+    cut = _thin(len(times))
+    top.step(times[cut] / _HOUR, alive[cut], where="post", color="black", lw=0.8,
+             label="lower bound: oracle machines")
+
+
+def _machines(top: Any, results: Sequence[RunResult], colors: dict[str, str]) -> None:
     for r in results:
         color = colors[r.policy]
-        if r.series.t:
-            t = np.asarray(r.series.t)
-            cut = _thin(len(t))
-            ready = np.asarray(r.series.ready)
-            total = ready + np.asarray(r.series.booting)
-            top.step(t[cut] / hours, total[cut], where="post", lw=1.2, color=color, label=f"{r.policy}: machines")
-            if r.policy == "fleet":
-                top.step(t[cut] / hours, ready[cut], where="post", lw=0.8, ls="--", color=color,
-                         label="fleet: ready (rest booting)")
-        else:
+        if not r.series.t:
             top.axhline(len(r.created), lw=1.0, ls=":", color=color, label=f"{r.policy}: {len(r.created)} always on")
-    # a runaway baseline must not flatten the rest: clip at 1.6x the highest of the others
+            continue
+        t = np.asarray(r.series.t)
+        cut = _thin(len(t))
+        ready = np.asarray(r.series.ready)
+        total = ready + np.asarray(r.series.booting)
+        top.step(t[cut] / _HOUR, total[cut], where="post", lw=1.2, color=color, label=f"{r.policy}: machines")
+        if r.policy == "fleet":
+            top.step(t[cut] / _HOUR, ready[cut], where="post", lw=0.8, ls="--", color=color,
+                     label="fleet: ready (rest booting)")
+
+
+def _clip(top: Any, results: Sequence[RunResult], bound: LowerBound) -> float:
+    """A runaway baseline must not flatten the rest: clip at 1.6x the highest of the others."""
     tops = [float(np.max(bound.need))] if len(bound.need) else [1.0]
     tops += [len(r.created) if not r.series.t else
              float(np.max(np.asarray(r.series.ready) + np.asarray(r.series.booting))) for r in results
@@ -81,29 +115,15 @@ def plot(scn: Scenario, results: Sequence[RunResult], bound: LowerBound, path: s
     if clipped:
         top.text(0.01, 0.97, f"clipped: {', '.join(clipped)} (see the table)", transform=top.transAxes,
                  va="top", fontsize=8, color="0.3")
-    top.set_ylabel("machines")
-    top.legend(loc="upper right", fontsize=8, ncol=2)
-    top.set_title(f"{scn.trace.name}: {scn.pool.name}, boot {scn.pool.boot_seconds:g}s, "
-                  f"budget {scn.budget_s:g}s, {slots} slot(s) per machine")
+    return limit
+
+
+def _waits(bottom: Any, scn: Scenario, results: Sequence[RunResult], colors: dict[str, str]) -> None:
     arrival = scn.trace.arrival_s
     for r in results:
         if not len(r.waits):
             continue
         order = _thin(len(arrival))
         waits = np.where(np.isfinite(r.waits), r.waits, np.nan)
-        bottom.plot(arrival[order] / hours, waits[order], ".", ms=1.5, color=colors[r.policy], label=r.policy)
+        bottom.plot(arrival[order] / _HOUR, waits[order], ".", ms=1.5, color=colors[r.policy], label=r.policy)
     bottom.axhline(scn.budget_s, color="red", lw=0.8, label="latency budget")
-    if scn.judge_from_s > 0:  # --judge-from: the figures count from this line on
-        for ax in (top, bottom):
-            ax.axvline(scn.judge_from_s / hours, color="0.4", lw=0.8, ls="-.")
-        top.text(scn.judge_from_s / hours, 0.01 * limit, " judged from here", fontsize=8, color="0.3")
-    bottom.set_yscale("symlog", linthresh=1.0)
-    bottom.set_ylim(bottom=0)
-    bottom.set_ylabel("wait (s)")
-    bottom.set_xlabel("hours from trace start")
-    bottom.legend(loc="upper right", fontsize=8, ncol=3, markerscale=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

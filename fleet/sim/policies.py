@@ -1,15 +1,16 @@
 """Who decides in a replay: our policy (the real `fleet.policy.decide`) and the baselines.
 
-- `FleetController` builds the `Fleet`, signals and `History` the service would, calls
+- `FleetPolicy` builds the `Fleet`, signals and `History` the service would, calls
   `fleet.policy.decide` (the very function `fleet run` calls) and applies its Plan.
-- `StaticController`: a fixed always-on fleet (the size is searched by fleet.sim.run).
-- `ReactiveController`: KEDA-style, desired = ceil(queue / target), scale-in only 300 s
+- `StaticPolicy`: a fixed always-on fleet (the size is searched by fleet.sim.run).
+- `ReactivePolicy`: KEDA-style, desired = ceil(queue / target), scale-in only 300 s
   after the last scale event.
-- `HpaController`: Kubernetes HPA on GPU utilization 0.7, 10% tolerance, 300 s
+- `HpaPolicy`: Kubernetes HPA on GPU utilization 0.7, 10% tolerance, 300 s
   scale-down stabilization, at most +max(100%, 4) machines per 15 s.
 
 Baselines obey the same hard limits decide applies (min/max, quota, budget caps),
-so every policy reports zero violations when it is correct.
+so every policy reports zero violations when it is correct.  Each is a
+`fleet.sim.engine.SimPolicy` (mypy checks it where fleet.sim.run builds them).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import fleet.policy
-from fleet.config import Config, PoolConfig
+from fleet.config import Config, PoolConfig, signal_name
 from fleet.model import (
     CreateAction,
     DestroyAction,
@@ -29,13 +30,14 @@ from fleet.model import (
     Machine,
     MachineState,
     PoolHistory,
+    PoolPlan,
     PoolView,
     PreviousTick,
     SignalReading,
     UndrainAction,
 )
 from fleet.policy.latency import history_window_s
-from fleet.signals.collect import signal_name
+from fleet.policy.settings import DEFAULT, LatencySettings
 from fleet.sim.engine import Engine, Snapshot
 
 _STATES = {"ready": MachineState.READY, "booting": MachineState.BOOTING, "draining": MachineState.DRAINING}
@@ -113,7 +115,7 @@ def readings_for(pool: PoolConfig, seen: Snapshot) -> tuple[SignalReading, ...]:
 
 
 @dataclass
-class FleetController:
+class FleetPolicy:
     """Our policy: `fleet.policy.decide` with a one-pool Config, as the service calls it."""
 
     config: Config
@@ -125,6 +127,7 @@ class FleetController:
     # each machine's work in the view, as `fleet run` sees it with a pool's `machine_work` (False:
     # as it sees a pool without one)
     machine_work: bool = True
+    settings: LatencySettings = DEFAULT  # the latency policy's constants, passed to decide
     _demand: deque[tuple[float, float]] = field(default_factory=deque)
     _recs: deque[tuple[float, int]] = field(default_factory=deque)
     _last_up: float | None = None
@@ -135,7 +138,7 @@ class FleetController:
 
     def __post_init__(self) -> None:
         self.config = self.config.model_copy(update={"pools": (self.pool,)})
-        self._window = max(self.pool.scale_down_stabilization_s, history_window_s(self.pool))
+        self._window = max(self.pool.scale_down_stabilization_s, history_window_s(self.pool, self.settings))
 
     def _view(self, engine: Engine) -> PoolView:
         """The machines as decide sees them; a Machine value is rebuilt only when its state
@@ -163,20 +166,26 @@ class FleetController:
 
     def tick(self, now: float, engine: Engine, seen: Snapshot) -> None:
         view = self._view(engine)
+        readings = readings_for(self.pool, seen)
+        plan = self.decide(self.config, Fleet({self.pool.name: view}), {self.pool.name: readings},
+                           self._history(now), now, settings=self.settings)
+        self._previous = PreviousTick(now, view.ready, readings)  # as the decisions table keeps it
+        pool_plan = plan.pool(self.pool.name)
+        self._recs.append((now, pool_plan.recommendation))
+        if pool_plan.demand_sample is not None:
+            self._demand.append((now, pool_plan.demand_sample))
+        self._apply(now, engine, pool_plan)
+
+    def _history(self, now: float) -> History:
+        """What the decisions table would hand back: the window's recommendations and demand."""
         while self._demand and now - self._demand[0][0] > self._window:
             self._demand.popleft()
         while self._recs and now - self._recs[0][0] > self._window:
             self._recs.popleft()
-        history = History({self.pool.name: PoolHistory(self._last_up, self._last_down, tuple(self._recs),
-                                                       tuple(self._demand), self._previous)})
-        readings = readings_for(self.pool, seen)
-        plan = self.decide(self.config, Fleet({self.pool.name: view}), {self.pool.name: readings}, history, now)
-        self._previous = PreviousTick(now, view.ready, readings)  # as the decisions table keeps it
-        pool_plan = plan.pool(self.pool.name)
-        self._recs.append((now, pool_plan.recommendation))
-        demand = getattr(pool_plan, "demand_sample", None)
-        if demand is not None:
-            self._demand.append((now, demand))
+        return History({self.pool.name: PoolHistory(self._last_up, self._last_down, tuple(self._recs),
+                                                    tuple(self._demand), self._previous)})
+
+    def _apply(self, now: float, engine: Engine, pool_plan: PoolPlan) -> None:
         for action in pool_plan.actions:
             if isinstance(action, CreateAction):
                 engine.create(action.count, action.price_hourly_usd or self.price)
@@ -194,7 +203,7 @@ class FleetController:
 
 
 @dataclass
-class StaticController:
+class StaticPolicy:
     machines: int
     name: str = "static"
     tick_s: float | None = None
@@ -204,7 +213,7 @@ class StaticController:
 
 
 @dataclass
-class ReactiveController:
+class ReactivePolicy:
     """KEDA-style queue scaler."""
 
     limits: Limits
@@ -226,7 +235,7 @@ class ReactiveController:
 
 
 @dataclass
-class HpaController:
+class HpaPolicy:
     """Kubernetes HPA on GPU utilization."""
 
     limits: Limits

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fleet.config import Config, PoolConfig
-from fleet.sim.engine import EngineSettings, RunResult, run
+from fleet.policy.settings import DEFAULT, LatencySettings
+from fleet.sim.engine import EngineSettings, RunResult, SimPolicy, run
 from fleet.sim.oracle import LowerBound, lower_bound, need_steps
-from fleet.sim.policies import FleetController, HpaController, Limits, ReactiveController, StaticController
+from fleet.sim.policies import FleetPolicy, HpaPolicy, Limits, ReactivePolicy, StaticPolicy
 from fleet.sim.trace import Trace
 from providers.simulated import PRICE_TABLE
 
@@ -36,6 +37,7 @@ class Scenario:
     initial: int = 0  # machines ready at t = 0 for every dynamic policy (see `warm_start`)
     judge_from_s: float = 0.0  # benchmarks: judge only requests arriving from here (tuned before)
     machine_work: bool = True  # the fleet policy sees each machine's work (`scenario`: as the pool's config)
+    policy_settings: LatencySettings = DEFAULT  # the latency policy's constants (bench/sweep.py tunes them)
 
     @property
     def settings(self) -> EngineSettings:
@@ -127,25 +129,25 @@ def slo_attainment(scn: Scenario, result: RunResult) -> float:
 
 
 def run_policy(scn: Scenario, name: str, progress: Callable[[float], None] | None = None) -> RunResult:
+    policy: SimPolicy
     if name == "fleet":
-        controller = FleetController(scn.config, scn.pool, scn.price, scn.quota, scn.tick_s,
-                                     machine_work=scn.machine_work)
-        return run(scn.trace, scn.settings, controller, progress, scn.limits.violations)
-    if name == "reactive":
-        controller = ReactiveController(scn.limits, float(scn.pool.slots_per_machine), scn.tick_s)
-        return run(scn.trace, scn.settings, controller, progress, scn.limits.violations)
-    if name == "hpa":
-        controller = HpaController(scn.limits, scn.pool.slots_per_machine, scn.tick_s)
-        return run(scn.trace, scn.settings, controller, progress, scn.limits.violations)
-    if name == "static":
+        policy = FleetPolicy(scn.config, scn.pool, scn.price, scn.quota, scn.tick_s,
+                             machine_work=scn.machine_work, settings=scn.policy_settings)
+    elif name == "reactive":
+        policy = ReactivePolicy(scn.limits, float(scn.pool.slots_per_machine), scn.tick_s)
+    elif name == "hpa":
+        policy = HpaPolicy(scn.limits, scn.pool.slots_per_machine, scn.tick_s)
+    elif name == "static":
         return search_static(scn)
-    raise ScenarioError(f"unknown policy {name!r} (one of {', '.join(POLICIES)}, all)")
+    else:
+        raise ScenarioError(f"unknown policy {name!r} (one of {', '.join(POLICIES)}, all)")
+    return run(scn.trace, scn.settings, policy, progress, scn.limits.violations)
 
 
 def run_static(scn: Scenario, machines: int) -> RunResult:
     settings = scn.settings
     settings = EngineSettings(**{**settings.__dict__, "initial_ready": machines})
-    result = run(scn.trace, settings, StaticController(machines))
+    result = run(scn.trace, settings, StaticPolicy(machines))
     result.violations = int(machines > machines_allowed(scn.config, scn.pool, scn.price, scn.quota))
     return result
 

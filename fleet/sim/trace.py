@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -165,6 +165,20 @@ _COLUMNS = {
 
 def _csv_rows(fh: TextIO, path: Path, fmt: str, sim: SimulationSettings) -> Iterator[Row]:
     reader = csv.reader(fh)
+    cols = _columns(reader, path, fmt)
+    records = _records(reader, path, max(cols) + 1)
+    if fmt == "csv":
+        for line, row in records:
+            yield line, _number(row[cols[0]], "arrival_s", line, path), _number(row[cols[1]], "service_s",
+                                                                                 line, path)
+    elif fmt == "azure":
+        yield from _azure_rows(records, cols, path, sim)
+    else:
+        yield from _openb_rows(records, cols, path)
+
+
+def _columns(reader: Iterator[list[str]], path: Path, fmt: str) -> list[int]:
+    """The index of each of the format's columns, from the header."""
     header = next(reader, None)
     if header is None:
         raise TraceError(f"{path}: line 1: the trace is empty (no header)")
@@ -173,38 +187,46 @@ def _csv_rows(fh: TextIO, path: Path, fmt: str, sim: SimulationSettings) -> Iter
     if missing:
         raise TraceError(f"{path}: line 1: missing column(s) {', '.join(missing)} "
                          f"(header: {','.join(header)[:120]})")
-    cols = [index[c] for c in _COLUMNS[fmt]]
-    width = max(cols) + 1
-    t_first: datetime | None = None
+    return [index[c] for c in _COLUMNS[fmt]]
+
+
+def _records(reader: Any, path: Path, width: int) -> Iterator[tuple[int, list[str]]]:
+    """(line, row) of each non-blank row, at least `width` columns wide."""
     for row in reader:
         line = reader.line_num
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) < width:
             raise TraceError(f"{path}: line {line}: expected at least {width} columns, got {len(row)}")
-        if fmt == "csv":
-            yield line, _number(row[cols[0]], "arrival_s", line, path), _number(row[cols[1]], "service_s",
-                                                                                 line, path)
-        elif fmt == "azure":
-            stamp = _timestamp(row[cols[0]], line, path)
-            t_first = t_first or stamp
-            inp = _number(row[cols[1]], "ContextTokens", line, path)
-            out = _number(row[cols[2]], "GeneratedTokens", line, path)
-            yield line, (stamp - t_first).total_seconds(), sim.t0_s + inp / sim.prefill_tps + out / sim.decode_tps
-        else:
-            created = _number(row[cols[0]], "creation_time", line, path)
-            deleted = _number(row[cols[1]], "deletion_time", line, path)
-            gpus = int(_number(row[cols[2]], "num_gpu", line, path))
-            milli = _number(row[cols[3]], "gpu_milli", line, path)
-            if gpus <= 0:
-                continue  # a CPU-only pod: no GPU demand
-            if deleted <= created:
-                continue  # a pod that never held its GPU
-            lifetime = deleted - created
-            if gpus == 1 and 0 < milli < 1000:
-                lifetime *= milli / 1000.0
-            for _ in range(gpus):
-                yield line, created, lifetime
+        yield line, row
+
+
+def _azure_rows(records: Iterator[tuple[int, list[str]]], cols: list[int], path: Path,
+                sim: SimulationSettings) -> Iterator[Row]:
+    t_first: datetime | None = None
+    for line, row in records:
+        stamp = _timestamp(row[cols[0]], line, path)
+        t_first = t_first or stamp
+        inp = _number(row[cols[1]], "ContextTokens", line, path)
+        out = _number(row[cols[2]], "GeneratedTokens", line, path)
+        yield line, (stamp - t_first).total_seconds(), sim.t0_s + inp / sim.prefill_tps + out / sim.decode_tps
+
+
+def _openb_rows(records: Iterator[tuple[int, list[str]]], cols: list[int], path: Path) -> Iterator[Row]:
+    for line, row in records:
+        created = _number(row[cols[0]], "creation_time", line, path)
+        deleted = _number(row[cols[1]], "deletion_time", line, path)
+        gpus = int(_number(row[cols[2]], "num_gpu", line, path))
+        milli = _number(row[cols[3]], "gpu_milli", line, path)
+        if gpus <= 0:
+            continue  # a CPU-only pod: no GPU demand
+        if deleted <= created:
+            continue  # a pod that never held its GPU
+        lifetime = deleted - created
+        if gpus == 1 and 0 < milli < 1000:
+            lifetime *= milli / 1000.0
+        for _ in range(gpus):
+            yield line, created, lifetime
 
 
 def _timestamp(text: str, line: int, path: Path) -> datetime:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -15,15 +16,17 @@ import migrations
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, read_only: bool = False) -> Engine:
+    """An engine for `url`; `read_only` (a dry run) sets nothing that writes to the database."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # FKs are off by default in SQLite
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:  # FKs are off by default in SQLite
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
+            if not read_only:
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.close()
 
         return engine
@@ -59,16 +62,19 @@ class SchemaOutOfDate(RuntimeError):
     pass
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade an empty database; refuse one at another revision (run `fleet db upgrade`)."""
+def check_schema(engine: Engine) -> None:
+    """Refuse a database at another revision than this fleet's (run `fleet db upgrade`)."""
     current = current_revision(engine)
     head = head_revision(engine)
-    if current == head:
-        return
-    if current is None and is_empty(engine):
+    if current != head:
+        raise SchemaOutOfDate(
+            f"database {engine.url.render_as_string(hide_password=True)} is at schema revision "
+            f"{current or 'none'}, this fleet needs {head}: run `fleet db upgrade --config ...`")
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade an empty database; refuse one at another revision (run `fleet db upgrade`)."""
+    if current_revision(engine) is None and is_empty(engine):
         upgrade(engine)
         return
-    raise SchemaOutOfDate(
-        f"database {engine.url.render_as_string(hide_password=True)} is at schema revision {current or 'none'}, "
-        f"this fleet needs {head}: run `fleet db upgrade --config ...`"
-    )
+    check_schema(engine)

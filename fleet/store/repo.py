@@ -3,18 +3,19 @@ safety depends on intent being durable before the provider call."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
 from fleet.model import (
+    FINAL_STATES,
     HAPPENED_STATUSES,
     ActionKind,
     ActionStatus,
@@ -25,25 +26,16 @@ from fleet.model import (
     PreviousTick,
     SignalReading,
 )
+from fleet.store import lease
 from fleet.store import tables as t
+from fleet.store.lease import Fence
 from fleet.store.states import check_move
+from fleet.store.timefmt import to_dt, to_ts
+from fleet.store.timefmt import ts_of as _ts
 
-FINAL_STATES = (MachineState.TERMINATED.value,)
-
-
-def to_dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
+_FINAL = [s.value for s in FINAL_STATES]
 
 
-def to_ts(dt: datetime | None) -> float | None:
-    return None if dt is None else _ts(dt)
-
-
-def _ts(dt: datetime) -> float:
-    """A non-null column's time in seconds."""
-    if dt.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 @dataclass(frozen=True)
@@ -100,6 +92,17 @@ class ActionRow:
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
+        # While set (the acting replica's tick), every write first renews the lease under its
+        # epoch in the same transaction, or raises LeaseLost (fleet/store/lease.py).
+        self.fence: Fence | None = None
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction, fenced while a fence is set."""
+        with self.engine.begin() as conn:
+            if self.fence is not None:
+                lease.check(conn, self.fence)
+            yield conn
 
     # ------------------------------------------------------------ machines
 
@@ -110,26 +113,29 @@ class Store:
         with self.engine.connect() as conn:
             return [MachineRow.of(r) for r in conn.execute(query.order_by(t.machines.c.id))]
 
-    def unfinished_machines(self) -> list[MachineRow]:
-        """Every machine that may still exist at the provider."""
+    def unfinished_machines(self, provider: str | None = None, pool: str | None = None) -> list[MachineRow]:
+        """Every machine that may still exist at the provider (of one provider and pool, if given)."""
+        query = select(t.machines).where(t.machines.c.state.notin_(_FINAL))
+        if provider is not None:
+            query = query.where(t.machines.c.provider == provider)
+        if pool is not None:
+            query = query.where(t.machines.c.pool == pool)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.machines).where(t.machines.c.state.notin_(FINAL_STATES))
-                                .order_by(t.machines.c.id))
-            return [MachineRow.of(r) for r in rows]
+            return [MachineRow.of(r) for r in conn.execute(query.order_by(t.machines.c.id))]
 
     def closed_machine(self, provider: str, provider_id: str) -> MachineRow | None:
         """The TERMINATED row of this machine, if it has one (a listing that missed it closed it)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(t.machines).where(and_(
                 t.machines.c.provider == provider, t.machines.c.provider_id == provider_id,
-                t.machines.c.state.in_(FINAL_STATES)))).first()
+                t.machines.c.state.in_(_FINAL)))).first()
             return None if row is None else MachineRow.of(row)
 
     def add_machine(self, *, provider: str, provider_id: str, pool: str, state: MachineState, size: str,
                     region: str, price_hourly_usd: float, token: str | None, spot: bool, created_at: float,
                     now: float, reason: str) -> int:
         at = to_dt(now)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             inserted = conn.execute(insert(t.machines).values(
                 provider=provider, provider_id=provider_id, pool=pool, state=state.value, size=size,
                 region=region, price_hourly_usd=Decimal(str(price_hourly_usd)), token=token, spot=spot,
@@ -158,7 +164,7 @@ class Store:
             values.setdefault("terminated_at", None)
             if to_state is not MachineState.TERMINATING:
                 values.setdefault("terminating_at", None)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             changed = conn.execute(update(t.machines).where(and_(
                 t.machines.c.id == machine.id, t.machines.c.state == machine.state.value)).values(**values))
             if changed.rowcount != 1:
@@ -168,7 +174,7 @@ class Store:
                                                          to_state=to_state.value, reason=reason))
 
     def note_destroy_attempt(self, machine: MachineRow, error: str | None) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(t.machines).where(t.machines.c.id == machine.id).values(
                 destroy_attempts=t.machines.c.destroy_attempts + 1, last_error=error))
 
@@ -178,11 +184,11 @@ class Store:
                      size: str | None = None, region: str | None = None,
                      machine_ids: list[str] | None = None) -> int:
         """Commit the intent (PENDING) before the provider call; returns the action's id."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             key = conn.execute(insert(t.actions).values(
                 token=token, pool=pool, provider=provider, kind=ActionKind(kind).value, count=count, size=size,
                 region=region, machine_ids=machine_ids, status=ActionStatus.PENDING.value, created_at=to_dt(now),
-                launched=0,
+                launched=0, **({"lease_epoch": self.fence.epoch} if self.fence is not None else {}),
             )).inserted_primary_key
             assert key is not None
             return int(key[0])
@@ -197,7 +203,7 @@ class Store:
             values["size"] = size
         if region is not None:
             values["region"] = region
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(t.actions).where(t.actions.c.id == action_id).values(**values))
 
     def pending_actions(self) -> list[ActionRow]:
@@ -217,7 +223,7 @@ class Store:
             return [ActionRow.of(r) for r in rows]
 
     def mark_adopted(self, action_id: int, now: float, found: int) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(t.actions).where(t.actions.c.id == action_id).values(
                 status=ActionStatus.ADOPTED.value, finished_at=to_dt(now), launched=found,
                 outcome=f"adopted {found} machine(s) made by a call whose answer was lost"))
@@ -226,7 +232,7 @@ class Store:
         """Reopen a recent create whose outcome was never recorded (a crash) and whose machines
         never appeared, for the same count, and return its token.  Retrying under the same token
         is idempotent where the provider dedupes (EC2 ClientToken) and adoptable everywhere."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(select(t.actions.c.id, t.actions.c.token).where(and_(
                 t.actions.c.pool == pool, t.actions.c.kind == ActionKind.CREATE.value,
                 t.actions.c.status == ActionStatus.LOST.value,
@@ -236,7 +242,8 @@ class Store:
                 return None
             conn.execute(update(t.actions).where(t.actions.c.id == row.id).values(
                 status=ActionStatus.PENDING.value, finished_at=None,
-                outcome=f"retried at {to_dt(now).isoformat()}"))
+                outcome=f"retried at {to_dt(now).isoformat()}",
+                **({"lease_epoch": self.fence.epoch} if self.fence is not None else {})))
             return row.token
 
     def action_id(self, token: str) -> int:
@@ -245,7 +252,7 @@ class Store:
 
     def note_attempt(self, action_id: int, attempt: str) -> None:
         """The candidate a create is about to be sent to, committed before the call."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(t.actions).where(t.actions.c.id == action_id).values(attempt=attempt))
 
     def last_attempt(self, action_id: int) -> str | None:
@@ -256,7 +263,7 @@ class Store:
 
     def record_decisions(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(insert(t.decisions), rows)
 
     def create_failure_streak(self, pool: str, limit: int = 8) -> tuple[int, float | None]:
@@ -276,7 +283,7 @@ class Store:
 
     def prune_decisions(self, before: float) -> int:
         """Delete decision rows older than `before` (one row per pool per tick adds up)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return conn.execute(delete(t.decisions).where(t.decisions.c.at < to_dt(before))).rowcount
 
     def history(self, pools: Mapping[str, float], now: float, previous: Collection[str] = ()) -> History:
@@ -294,7 +301,7 @@ class Store:
                         t.actions.c.pool == pool, t.actions.c.kind == kind.value,
                         t.actions.c.status.in_([s.value for s in HAPPENED_STATUSES]),
                     ))).scalar()
-                    last[kind] = to_ts(row)
+                    last[kind] = None if row is None else min(_ts(row), now)  # a future time is now
                 since = to_dt(now - lookback)
                 recs = conn.execute(select(t.decisions.c.at, t.decisions.c.recommendation,
                                            t.decisions.c.demand_sample, t.decisions.c.ready, t.decisions.c.id)
@@ -303,7 +310,7 @@ class Store:
                                     .order_by(t.decisions.c.at)).all()
                 out[pool] = PoolHistory(
                     last_scale_up_at=last[ActionKind.CREATE], last_scale_down_at=last[ActionKind.DESTROY],
-                    recommendations=tuple((_ts(r.at), r.recommendation) for r in recs),
+                    recommendations=tuple((min(_ts(r.at), now), r.recommendation) for r in recs),
                     demand=tuple((_ts(r.at), r.demand_sample) for r in recs if r.demand_sample is not None),
                     previous=self._previous_tick(conn, recs[-1]) if recs and pool in previous else None,
                 )
@@ -324,28 +331,41 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    # ------------------------------------------------------------ clock steps
+
+    # the times a wall clock that ran ahead may have stamped in the future (the ledger's
+    # accrued_until is not among them: spend is charged on the billing clock, fleet/clock.py)
+    _STAMPS = ((t.actions, ("created_at", "finished_at")), (t.decisions, ("at",)),
+               (t.machines, ("created_at", "ready_at", "state_changed_at", "terminating_at")))
+
+    def repair_future(self, now: float) -> int:
+        """Times after `now` are times that never came (the clock ran ahead and came back):
+        they become `now`, so a cooldown or window counted from them lasts its own length,
+        not the size of the step.  Returns the number of rows changed."""
+        at = to_dt(now)
+        changed = 0
+        with self._begin() as conn:
+            for table, columns in self._STAMPS:
+                for column in columns:
+                    col = table.c[column]
+                    changed += conn.execute(update(table).where(col > at).values({column: at})).rowcount
+        return changed
+
     # ------------------------------------------------------------ the leader lease
 
-    def try_lease(self, name: str, holder: str, ttl_s: float, now: float) -> bool:
-        """Take or renew the lease `name` for `holder` until now + ttl; False if another holds it."""
-        expires = to_dt(now + ttl_s)
-        with self.engine.begin() as conn:
-            renewed = conn.execute(update(t.leases).where(and_(
-                t.leases.c.name == name,
-                (t.leases.c.holder == holder) | (t.leases.c.expires_at < to_dt(now)),
-            )).values(holder=holder, expires_at=expires)).rowcount
-            if renewed:
-                return True
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(t.leases).values(name=name, holder=holder, expires_at=expires))
-            return True
-        except IntegrityError:
-            return False  # someone else holds it and it has not expired
+    def try_lease(self, name: str, holder: str, ttl_s: float, now: float) -> int | None:
+        """Take or renew the lease `name` for `holder` until now + ttl: its epoch (the fencing
+        token), or None while another holder has it."""
+        return lease.take(self.engine, name, holder, ttl_s, now)
 
-    def release_lease(self, name: str, holder: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(t.leases).where(and_(t.leases.c.name == name, t.leases.c.holder == holder)))
+    def release_lease(self, name: str, holder: str, now: float) -> None:
+        """Give the lease back (a clean stop): the next holder takes it at once, at a higher epoch."""
+        lease.give_back(self.engine, name, holder, now)
+
+    def renew(self) -> None:
+        """Renew the fenced lease now (LeaseLost when it was taken over): a heartbeat."""
+        with self._begin():
+            pass
 
     # ------------------------------------------------------------ spend
 
@@ -358,7 +378,7 @@ class Store:
 
     def accrue_many(self, charges: Iterable[tuple[MachineRow, float, float | None]]) -> None:
         """`accrue` for many machines in one transaction (a tick charges every live machine)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for machine, until, min_seconds in charges:
                 start = machine.accrued_until
                 end = max(until, start)

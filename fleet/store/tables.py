@@ -82,6 +82,7 @@ actions = Table(
     # adapter), written before the call: a retry after a crash goes there first
     Column("attempt", String(200)),
     Column("error_kind", String(16)),  # a FAILED action: providers.base.ErrorKind
+    Column("lease_epoch", Integer),  # the fencing token of the replica that wrote it
 )
 Index("ix_actions_pool_kind", actions.c.pool, actions.c.kind, actions.c.created_at)
 Index("ix_actions_status", actions.c.status)
@@ -124,4 +125,5 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(128), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("epoch", Integer, nullable=False, server_default="0"),  # bumped by every takeover
 )
