@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from fleet.model import ActionKind, ActionStatus, ErrorKind, MachineState, SignalReading
 from fleet.store import tables as t
 from fleet.store.db import make_engine, upgrade
+from fleet.store.lease import Fence, LeaseLost
 from fleet.store.repo import MachineRow, Store, month_start, to_dt, to_ts
 from fleet.store.states import IllegalMove
 
@@ -92,6 +93,16 @@ def test_machines_filters_by_state_and_unfinished_leaves_out_the_terminated(stor
     assert [m.provider_id for m in store.machines([S.READY])] == ["b"]
     assert [m.provider_id for m in store.machines([S.BOOTING, S.TERMINATED])] == ["a", "c"]
     assert [m.id for m in store.unfinished_machines()] == [booting.id, ready.id]
+
+
+def test_unfinished_machines_of_one_provider_and_pool(store):
+    a = add(store, "a")
+    b = add(store, "b", pool="q")
+    store.add_machine(provider="aws", provider_id="a", pool="p", state=S.READY, size="g", region="r",
+                      price_hourly_usd=1.0, token=None, spot=False, created_at=T0, now=T0, reason="adopted")
+    assert [m.id for m in store.unfinished_machines(provider="simulated")] == [a.id, b.id]
+    assert [m.id for m in store.unfinished_machines(provider="simulated", pool="q")] == [b.id]
+    assert [m.provider for m in store.unfinished_machines(pool="p")] == ["simulated", "aws"]
 
 
 def test_a_legal_move_stamps_its_times_and_writes_an_audit_row(store):
@@ -363,26 +374,112 @@ def test_history_reads_recent_unheld_recommendations_demand_and_the_previous_tic
     assert history.of("q").previous is None  # not asked for
 
 
-# ---------------------------------------------------------------- the lease
+# ---------------------------------------------------------------- the lease and its fence
 
 
-def test_the_lease_is_taken_renewed_refused_and_released(store):
-    assert store.try_lease("fleet", "a", ttl_s=30, now=T0)  # take
-    assert not store.try_lease("fleet", "b", ttl_s=30, now=T0 + 10)  # refused while a holds it
-    assert store.try_lease("fleet", "a", ttl_s=30, now=T0 + 20)  # renewed: until T0 + 50
-    assert not store.try_lease("fleet", "b", ttl_s=30, now=T0 + 40)
-    assert store.try_lease("other", "b", ttl_s=30, now=T0 + 40)  # leases are by name
-    store.release_lease("fleet", "b")  # not b's: no effect
-    assert not store.try_lease("fleet", "b", ttl_s=30, now=T0 + 45)
-    store.release_lease("fleet", "a")
-    assert store.try_lease("fleet", "b", ttl_s=30, now=T0 + 46)
-    assert not store.try_lease("fleet", "a", ttl_s=30, now=T0 + 47)
+def test_the_lease_is_taken_renewed_refused_and_given_back_with_its_epoch(store):
+    assert store.try_lease("fleet", "a", ttl_s=30, now=T0) == 1  # taken: the first epoch
+    assert store.try_lease("fleet", "b", ttl_s=30, now=T0 + 10) is None  # refused while a holds it
+    assert store.try_lease("fleet", "a", ttl_s=30, now=T0 + 20) == 1  # renewed (until T0 + 50): same epoch
+    assert store.try_lease("fleet", "b", ttl_s=30, now=T0 + 40) is None
+    assert store.try_lease("other", "b", ttl_s=30, now=T0 + 40) == 1  # leases are by name
+    store.release_lease("fleet", "b", now=T0 + 41)  # not b's: no effect
+    assert store.try_lease("fleet", "b", ttl_s=30, now=T0 + 45) is None
+    store.release_lease("fleet", "a", now=T0 + 46)
+    assert store.try_lease("fleet", "b", ttl_s=30, now=T0 + 46) == 2  # given back: taken at once, a new epoch
+    assert store.try_lease("fleet", "a", ttl_s=30, now=T0 + 47) is None
 
 
-def test_an_expired_lease_is_taken_by_another(store):
-    assert store.try_lease("fleet", "a", ttl_s=30, now=T0)
-    assert store.try_lease("fleet", "b", ttl_s=30, now=T0 + 31)  # a's expired at T0 + 30
-    assert not store.try_lease("fleet", "a", ttl_s=30, now=T0 + 32)
+def test_an_expired_lease_is_taken_over_at_a_higher_epoch(store):
+    assert store.try_lease("fleet", "a", ttl_s=30, now=T0) == 1
+    assert store.try_lease("fleet", "b", ttl_s=30, now=T0 + 31) == 2  # a's expired at T0 + 30
+    assert store.try_lease("fleet", "a", ttl_s=30, now=T0 + 32) is None
+    assert store.try_lease("fleet", "b", ttl_s=30, now=T0 + 70) == 3  # b's own expired lease: a takeover too
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fenced(store: Store, holder: str, clock: Clock, ttl_s: float = 30) -> int:
+    epoch = store.try_lease("controller", holder, ttl_s, clock())
+    assert epoch is not None
+    store.fence = Fence("controller", holder, epoch, ttl_s, clock)
+    return epoch
+
+
+def test_fenced_writes_renew_the_lease_and_stamp_its_epoch(store):
+    clock = Clock(T0)
+    epoch = fenced(store, "a", clock)
+    clock.now = T0 + 25
+    action = begin(store, "c1", now=clock())  # renews the lease to T0 + 55
+    assert actions(store)["c1"].lease_epoch == epoch
+    clock.now = T0 + 50
+    store.renew()  # a heartbeat: until T0 + 80
+    assert store.try_lease("controller", "b", 30, T0 + 79) is None
+    store.finish_action(action, ActionStatus.DONE, clock(), "ok", launched=2)
+    assert actions(store)["c1"].status == "done"
+
+
+def test_a_replica_whose_lease_was_taken_over_cannot_write(store):
+    clock = Clock(T0)
+    fenced(store, "a", clock)
+    m = add(store)
+    action = begin(store, "c1")
+    assert store.try_lease("controller", "b", 30, T0 + 31) == 2  # a stalled past its lease; b took it
+    clock.now = T0 + 32
+    for write in (lambda: begin(store, "c2"), lambda: store.move(m, S.READY, T0 + 32, "ready"),
+                  lambda: store.finish_action(action, ActionStatus.DONE, T0 + 32, "ok"),
+                  lambda: store.accrue(m, T0 + 32), lambda: store.record_decisions([decision(T0 + 32)]),
+                  store.renew):
+        with pytest.raises(LeaseLost):
+            write()
+    assert set(actions(store)) == {"c1"} and actions(store)["c1"].status == "pending"
+    assert row(store, m.id).state is S.BOOTING and store.spend_since(T0) == {}
+    assert store.recent_decisions(None, 10) == []
+
+
+def test_a_fenced_write_after_the_lease_ran_out_is_refused_even_if_nobody_took_it(store):
+    clock = Clock(T0)
+    fenced(store, "a", clock, ttl_s=30)
+    clock.now = T0 + 31
+    with pytest.raises(LeaseLost):
+        begin(store, "late")
+    store.fence = None  # unfenced (a dry run, the CLI): writes as before
+    begin(store, "unfenced")
+    assert actions(store)["unfenced"].lease_epoch is None
+
+
+# ---------------------------------------------------------------- clock steps
+
+
+def test_times_stamped_in_the_future_are_repaired_to_now(store):
+    m = add(store, created_at=T0 + 500, now=T0 + 500)  # a clock that ran ahead
+    store.move(m, S.READY, T0 + 500, "ready")
+    action = begin(store, "c1", now=T0 + 500)
+    store.finish_action(action, ActionStatus.DONE, T0 + 500, "ok")
+    store.record_decisions([decision(T0 + 500), decision(T0 - 10)])
+    changed = store.repair_future(now=T0 + 100)
+    assert changed == 6  # machines: created_at, ready_at, state_changed_at; the action: 2; one decision
+    fixed = row(store, m.id)
+    assert (fixed.created_at, fixed.ready_at, fixed.state_changed_at) == (T0 + 100,) * 3
+    assert fixed.accrued_until == T0 + 500  # the ledger's own clock is not repaired here
+    assert sorted(d["at"].replace(tzinfo=None) for d in store.recent_decisions(None, 10)) == sorted(
+        x.replace(tzinfo=None) for x in (to_dt(T0 - 10), to_dt(T0 + 100)))
+    assert store.repair_future(now=T0 + 100) == 0
+
+
+def test_history_reads_a_future_time_as_now(store):
+    up = begin(store, "up", now=T0 + 500)
+    store.finish_action(up, ActionStatus.DONE, T0 + 500, "ok")
+    store.record_decisions([decision(T0 + 500, recommendation=4)])
+    p = store.history({"p": 600.0}, now=T0 + 100).of("p")
+    assert p.last_scale_up_at == T0 + 100
+    assert p.recommendations == ((T0 + 100, 4),)
 
 
 # ---------------------------------------------------------------- the ledger
