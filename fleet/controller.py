@@ -121,11 +121,17 @@ class Controller:
             return False
 
     def _act(self, plan: Plan, obs: Observation, now: float, notes: Notes) -> None:
-        self.executor.retry_destroys(obs, now, notes)
-        self.executor.retry_drain_marks(obs, notes)
-        self.executor.act(plan, obs, now, notes)
-        self.recorder.record(plan, notes.frozen(), now)
-        self.recorder.accrue(self.clock(), obs)
+        """Act, then record: the decision and the spend are written even when acting fails, and
+        the spend even when the decision cannot be."""
+        try:
+            self.executor.retry_destroys(obs, now, notes)
+            self.executor.retry_drain_marks(obs, notes)
+            self.executor.act(plan, obs, now, notes)
+        finally:
+            try:
+                self.recorder.record(plan, notes.frozen(), now)
+            finally:
+                self.recorder.accrue(self.clock(), obs)
 
     def _lease(self, now: float, renewing: bool = False) -> bool:
         """Take the lease (or renew it, under the epoch this tick took it with): while held, the

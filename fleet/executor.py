@@ -268,9 +268,12 @@ class Executor:
         for row in self.store.machines([MachineState.TERMINATING]):
             waited = now - (row.terminating_at or now)
             # destroys are asynchronous (a Droplet stays listed for a moment after its DELETE):
-            # ask again only when the provider had time to act on the first request
+            # ask again only when the provider had time to act on the first request; one never
+            # asked (a crash between marking it and the call) is asked at once: it runs, billed,
+            # outside the pool's capacity
+            asked = row.destroy_attempts > 0
             if (row.provider_id not in obs.listed_ids(row.provider) or row.provider in obs.blocked
-                    or waited < DESTROY_RETRY_AFTER_S):
+                    or (asked and waited < DESTROY_RETRY_AFTER_S)):
                 continue
             by_provider.setdefault(row.provider, []).append(row)
             pool = pool_config(self.config, row.pool)

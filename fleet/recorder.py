@@ -4,6 +4,7 @@ ledger, and the pruning of old decisions."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 from fleet.config import Config
@@ -24,6 +25,22 @@ ACCRUE_EVERY_S = 60.0
 DESTROY_RETRY_AFTER_S = 30.0
 
 
+# What a column holds: the recommendation is a 32-bit integer on PostgreSQL; a reading or a
+# demand sample past this is stored at it (the policy saw the value; the record stays writable).
+_INT32 = 2**31 - 1
+_FLOAT_BOUND = 1e15
+
+
+def _int32(value: int) -> int:
+    return max(-_INT32, min(_INT32, value))
+
+
+def _bounded(value: float | None) -> float | None:
+    if value is None or math.isnan(value):
+        return None
+    return max(-_FLOAT_BOUND, min(_FLOAT_BOUND, value))
+
+
 class Recorder:
     def __init__(self, config: Config, store: Store, lookback_s: float, billing: Callable[[], float]):
         """`lookback_s`: the longest history the policy reads (never pruned away); `billing`: the
@@ -39,8 +56,9 @@ class Recorder:
         for p in plan.pools:
             rows.append({
                 "at": to_dt(now), "pool": p.pool, "ready": p.ready, "booting": p.booting, "current": p.current,
-                "recommendation": p.recommendation, "desired": p.desired, "held": p.held,
-                "demand_sample": p.demand_sample, "signals": [signal_json(s) for s in p.signals],
+                "recommendation": _int32(p.recommendation), "desired": p.desired, "held": p.held,
+                "demand_sample": _bounded(p.demand_sample),
+                "signals": [{**signal_json(s), "value": _bounded(s.value)} for s in p.signals],
                 "reasons": [reason_json(r) for r in (*p.reasons, *notes.get(p.pool, ()))],
                 "actions": [action_json(a) for a in p.actions],
             })
@@ -53,7 +71,7 @@ class Recorder:
         if now - self._last_prune < PRUNE_EVERY_S:
             return
         keep_s = self.config.fleet.decisions_retention_days * 86400
-        pruned = self.store.prune_decisions(now - max(keep_s, self.lookback_s))
+        pruned = self.store.prune_decisions(max(0.0, now - max(keep_s, self.lookback_s)))
         self._last_prune = now
         if pruned:
             log.info(kv(event="pruned_decisions", rows=pruned))

@@ -176,3 +176,66 @@ def test_a_create_whose_machines_a_listing_shows_late_is_not_made_twice(database
         restarted.tick()
     assert len(rig.cloud_ids()) == 4  # not 8
     assert live_db_ids(restarted.store) == rig.cloud_ids()
+
+
+# ---------------------------------------------------------------- inputs that overflow after acting
+
+
+@pytest.mark.parametrize("queue", [1e308, 1e10])  # past a float column on SQLite, a 32-bit one on PostgreSQL
+def test_a_huge_reading_is_acted_on_recorded_and_billed(database_url, tmp_path, queue):
+    rig = make_rig(database_url, tmp_path)
+    ctl = rig.controller()
+    rig.set(queue=queue)
+    ctl.tick()
+    assert len(rig.cloud_ids()) == 4  # the step limit's first step
+    rig.clock.advance(75)
+    ctl.tick()
+    (last, first) = ctl.store.recent_decisions("imagegen", 2)
+    assert first["desired"] == 4 and first["recommendation"] == 2**31 - 1  # stored at what the column holds
+    assert _spend(ctl) == pytest.approx(4 * PRICE * 75 / 3600, rel=0.05)
+
+
+def test_a_failure_while_acting_still_records_the_decision_and_the_spend(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0)
+    ctl = rig.controller()
+    rig.set(queue=4)
+    ctl.tick()
+    rig.clock.advance(75)
+    rig.set(queue=8)
+    broken = rig.controller(providers={"simulated": CrashingCloud(rig.cloud, "create", "before")})
+    with pytest.raises(Crash):
+        broken.tick()  # a bug in the act, not a provider error
+    assert len(ctl.store.recent_decisions("imagegen", 10)) == 2
+    assert _spend(ctl) == pytest.approx(PRICE * 75 / 3600, rel=0.05)
+
+
+def test_a_huge_retention_does_not_stop_the_tick(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path)
+    config = rig.config.model_copy(update={"fleet": rig.config.fleet.model_copy(
+        update={"decisions_retention_days": 1_000_000})})
+    rig.config = config
+    ctl = rig.controller()
+    rig.set(queue=4)
+    ctl.tick()
+    assert len(ctl.store.recent_decisions("imagegen", 10)) == 1
+
+
+def test_a_crash_between_marking_and_destroying_leaves_nothing_running_outside_capacity(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0, scale_down_cooldown_s=0,
+                   scale_down_stabilization_s=0, max_hourly_usd=40.0, budget=40.0)
+    ctl = rig.controller()
+    rig.set(queue=40)
+    for _ in range(3):
+        ctl.tick()
+        rig.clock.advance(15)
+    assert len(rig.cloud_ids()) == 10
+    rig.set(queue=24)
+    with pytest.raises(Crash):  # 4 marked TERMINATING, the destroy never sent
+        rig.controller(providers={"simulated": CrashingCloud(rig.cloud, "destroy", "before")}).tick()
+    restarted = rig.controller()
+    rig.set(queue=40)
+    for _ in range(3):
+        rig.clock.advance(15)
+        restarted.tick()
+        assert len(rig.cloud_ids()) <= 10  # the max holds for what runs, not only for capacity
+    assert len(rig.cloud_ids()) == 10

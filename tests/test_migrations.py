@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 from alembic import command
 from sqlalchemy import inspect
 
 from fleet.model import ActionKind, ActionStatus, ErrorKind
-from fleet.store.db import alembic_config, current_revision, head_revision, make_engine, upgrade
+from fleet.store.db import (
+    alembic_config,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    make_engine,
+    upgrade,
+)
 from fleet.store.repo import Store
 
 
@@ -59,3 +69,25 @@ def test_lease_epoch_revision_downgrades_and_keeps_the_lease(database_url):
     assert "epoch" not in _columns(engine, "leases") and "lease_epoch" not in _columns(engine, "actions")
     upgrade(engine)
     assert store.try_lease("controller", "b", 60, 100.0) == 1  # the old lease expired; epochs start again
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_replicas_started_together_on_an_empty_database_both_come_up(database_url, attempt):
+    failures: list[BaseException] = []
+    engines = [make_engine(database_url) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def up(engine):
+        start.wait()
+        try:
+            ensure_schema(engine)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            failures.append(exc)
+
+    threads = [threading.Thread(target=up, args=(e,)) for e in engines]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert failures == []
+    assert current_revision(engines[0]) == head_revision(engines[0])

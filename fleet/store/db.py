@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +12,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 
 import migrations
 
@@ -73,8 +76,37 @@ def check_schema(engine: Engine) -> None:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Upgrade an empty database; refuse one at another revision (run `fleet db upgrade`)."""
-    if current_revision(engine) is None and is_empty(engine):
-        upgrade(engine)
-        return
+    """Upgrade an empty database; refuse one at another revision (run `fleet db upgrade`).
+    Replicas started together take turns (the second finds the schema made)."""
+    with migration_lock(engine):
+        if current_revision(engine) is None and is_empty(engine):
+            upgrade(engine)
+            return
     check_schema(engine)
+
+
+_MIGRATION_LOCK = 0x666C656574  # "fleet": the PostgreSQL advisory lock key the upgrade holds
+
+
+@contextlib.contextmanager
+def migration_lock(engine: Engine) -> Iterator[None]:
+    """One migrator at a time: a PostgreSQL advisory lock, a file lock beside a SQLite file."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
+                conn.commit()
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
