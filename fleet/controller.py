@@ -153,6 +153,10 @@ class Controller:
         """Charge the live machines up to `now` (see fleet/recorder.py)."""
         self.recorder.accrue(now, obs)
 
+    def close(self) -> None:
+        """Stop the parts the controller was handed that hold threads (the signal reader)."""
+        self._signals.close()
+
     def release_lease(self) -> None:
         """Give the lease back on a clean stop, so the next process acts at once."""
         self.store.release_lease(LEASE, self.holder, self.clock())

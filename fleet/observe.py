@@ -28,6 +28,9 @@ class SignalReader(Protocol):
 
     def read_pool_machine_work(self, pool: PoolConfig) -> MachineWorkReading | None: ...
 
+    def close(self) -> None:
+        """Stop reading (the process is stopping); a read hung in a client is abandoned."""
+
 
 @dataclass
 class Observation:

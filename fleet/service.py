@@ -90,6 +90,7 @@ class Service:
                 self.controller.release_lease()
             except Exception:  # a database gone at shutdown: the lease simply expires
                 log.exception("could not release the lease")
+            self.controller.close()
             if server is not None:
                 server.shutdown()
             log.info("stopped after %d tick(s)", self.ticks)

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +22,11 @@ from sqlalchemy.pool import StaticPool
 
 from fleet.clock import monotonic_for
 from fleet.cloud import build_providers
-from fleet.config import Config, PoolConfig
+from fleet.config import Config
 from fleet.controller import Controller
 from fleet.metrics import Metrics
-from fleet.model import SignalReading
 from fleet.observe import SignalReader
-from fleet.signals import collect
-from fleet.signals.machine_work import MachineWorkReading
+from fleet.signals.collect import SignalCollector
 from fleet.store.db import check_schema, ensure_schema, is_empty, make_engine, upgrade
 from fleet.store.repo import Store
 from fleet.telemetry import kv
@@ -45,17 +43,6 @@ class Parts:
     providers: dict[str, Provider]
     signals: SignalReader
     metrics: Metrics
-
-
-class CollectorSignals:
-    """The collector's module functions as a SignalReader."""
-
-    def read_everything(self, pools: Sequence[PoolConfig]
-                        ) -> tuple[dict[str, tuple[SignalReading, ...]], dict[str, MachineWorkReading]]:
-        return collect.read_everything(pools)
-
-    def read_pool_machine_work(self, pool: PoolConfig) -> MachineWorkReading | None:
-        return collect.read_pool_machine_work(pool)
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -116,7 +103,7 @@ def build_controller(config: Config, *, migrate: bool = True, providers: Mapping
     parts = Parts(
         store=store if store is not None else open_store(config, migrate=migrate),
         providers=dict(providers) if providers is not None else build_providers(config, clock),
-        signals=signals if signals is not None else CollectorSignals(),
+        signals=signals if signals is not None else SignalCollector(),
         metrics=metrics or Metrics(),
     )
     log.debug(kv(event="wired", providers=",".join(parts.providers) or "none", migrate=migrate))

@@ -13,9 +13,9 @@ import pytest
 from fleet.config import ConfigError, MachineWorkConfig, parse_config
 from fleet.model import Fleet, History, Machine, MachineState, PoolView
 from fleet.policy import decide
+from fleet.signals.collect import SignalCollector
 from fleet.signals.machine_work import build_query, machine_key
 from fleet.signals.machine_work import read as read_work
-from fleet.wiring import CollectorSignals
 from providers.simulated import private_ip
 from tests.prometheus_harness import Exporter, PrometheusServer, sample
 from tests.servers import free_port, need_binary
@@ -313,7 +313,7 @@ def test_a_machine_that_takes_work_after_the_plan_is_not_destroyed(serving, tmp_
     serving.set({a: 1, b: 0})
     rig.set(queue=0)
 
-    class WorkArrivesBeforeTheRecheck(CollectorSignals):
+    class WorkArrivesBeforeTheRecheck(SignalCollector):
         def read_pool_machine_work(self, pool):
             serving.set({a: 1, b: 3})  # b took requests between the plan and the destroy
             return super().read_pool_machine_work(pool)

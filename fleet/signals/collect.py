@@ -18,7 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
-from fleet.config import MachineWorkConfig, PoolConfig, SignalConfig
+from fleet.config import MachineWorkConfig, PoolConfig, SignalConfig, signal_name
 from fleet.model import SignalReading
 from fleet.signals import SourceReading, read_source
 from fleet.signals.base import Missing
@@ -40,10 +40,6 @@ class Readings(NamedTuple):
 
     signals: dict[str, tuple[SignalReading, ...]]
     machine_work: dict[str, MachineWorkReading]
-
-
-def signal_name(index: int, signal: SignalConfig) -> str:
-    return signal.name or f"{signal.kind}[{index}]"
 
 
 def _combine(first: SourceReading, second: SourceReading) -> SourceReading:
@@ -186,27 +182,3 @@ def _no_answer_of(index: int, signal: SignalConfig) -> Callable[[str], SignalRea
         return SignalReading(name=signal_name(index, signal), kind=signal.kind, value=None,
                              source=signal.source.type, error=why)
     return no_answer
-
-
-# ---------------------------------------------------------------- kept for the controller's switch
-# The wiring still calls these two module functions; once it builds (and closes) a
-# `SignalCollector` itself they go, and with them the one collector created here on first use.
-
-_default: SignalCollector | None = None
-
-
-def _default_collector() -> SignalCollector:
-    global _default
-    if _default is None:
-        _default = SignalCollector()
-    return _default
-
-
-def read_everything(pools: Sequence[PoolConfig]) -> Readings:
-    """Kept for the controller's switch: `SignalCollector.read_everything`."""
-    return _default_collector().read_everything(pools)
-
-
-def read_pool_machine_work(pool: PoolConfig) -> MachineWorkReading | None:
-    """Kept for the controller's switch: `SignalCollector.read_pool_machine_work`."""
-    return _default_collector().read_pool_machine_work(pool)
