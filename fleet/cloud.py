@@ -104,6 +104,13 @@ def size_price(pool: PoolConfig, provider: Provider, size: str, region: str | No
         return None
 
 
+def unpriced(pool: PoolConfig, provider: Provider) -> tuple[str, ...]:
+    """The launch candidates ("size" or "size in region") whose price is not known."""
+    return tuple(size if region is None else f"{size} in {region}"
+                 for size in pool.size for region in (pool.region or (None,))
+                 if size_price(pool, provider, size, region) is None)
+
+
 def launch_price(pool: PoolConfig, provider: Provider) -> float | None:
     """The price the budget charges a new machine: the dearest candidate (the adapter may fall
     back to any of them), or None when any candidate's price is unknown."""

@@ -125,6 +125,7 @@ class PoolView:
     headroom: int | None = None  # machines the quota still admits; None = unknown
     headroom_note: str = ""
     launch_price_hourly_usd: float | None = None  # price of the next machine this pool would launch
+    unpriced: tuple[str, ...] = ()  # the launch candidates whose price is unknown (launch_price is then None)
     provider_blocked: str | None = None  # e.g. an auth error: do not act on this provider
     # What the pool's per-machine work reading said (None: the pool has none).  With one, each
     # ready machine's `work_left` is its reading (inf when unread) and only idle ones are removed.

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fleet.cloud import launch_price, launch_target
+from fleet.cloud import launch_price, launch_target, unpriced
 from fleet.config import Config, PoolConfig
 from fleet.model import SignalReading
 from fleet.signals.machine_work import MachineWorkReading
@@ -43,6 +43,7 @@ class Observation:
     machine_work: dict[str, MachineWorkReading] = field(default_factory=dict)  # pools that read it
     headroom: dict[str, tuple[int | None, str]] = field(default_factory=dict)
     launch_price: dict[str, float | None] = field(default_factory=dict)
+    unpriced: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pool -> candidates without a price
 
     def listed_ids(self, provider: str) -> set[str]:
         return {inst.id for inst in self.listings.get(provider, ())}
@@ -75,6 +76,7 @@ def _list(obs: Observation, name: str, provider: Provider, fleet: str, telemetry
 def _price_and_quota(obs: Observation, config: Config, pool: PoolConfig, provider: Provider,
                      telemetry: Telemetry) -> None:
     obs.launch_price[pool.name] = launch_price(pool, provider)
+    obs.unpriced[pool.name] = unpriced(pool, provider)
     try:
         room = provider.headroom(launch_target(config, pool))
         obs.headroom[pool.name] = (room.machines, room.note)

@@ -4,9 +4,11 @@ per-machine work, its quota headroom and launch price, and why it may have to ho
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
+from fleet.cloud import size_price
 from fleet.config import Config, PoolConfig
-from fleet.instances import of_pool, state_of, unlisted_machine
+from fleet.instances import of_pool, price_of, state_of, unlisted_machine
 from fleet.model import ActionKind, Fleet, Machine, MachineState, PoolView
 from fleet.observe import Observation
 from fleet.reconcile import ListingGrace
@@ -31,9 +33,18 @@ def _listed_machine(pool: PoolConfig, provider: Provider, inst: ProviderInstance
         return unlisted_machine(pool, provider, inst, now)
     state = row.state if row.state in _DB_STATES else state_of(inst)
     m = machine_of_row(row)
+    # burn is counted at what the size costs now (a price change binds the caps at once); the
+    # price it was bought at stays in its row, for the ledger
     return Machine(id=inst.id, pool=pool.name, state=state, size=inst.size, region=inst.region,
-                   price_hourly_usd=m.price_hourly_usd, created_at=m.created_at, ready_at=m.ready_at,
-                   draining_since=m.draining_since)
+                   price_hourly_usd=price_of(pool, provider, inst, m.price_hourly_usd), created_at=m.created_at,
+                   ready_at=m.ready_at, draining_since=m.draining_since)
+
+
+def _unlisted_machine(pool: PoolConfig, provider: Provider, row: MachineRow) -> Machine:
+    """A machine the listing does not show (or could not list), at its size's current price."""
+    m = machine_of_row(row)
+    price = size_price(pool, provider, row.size, row.region) or m.price_hourly_usd
+    return replace(m, price_hourly_usd=price)
 
 
 def _in_flight(pool: PoolConfig, creates: list[ActionRow], listing: list[ProviderInstance],
@@ -87,20 +98,21 @@ class FleetViewer:
             listing_error=obs.listing_errors.get(pool.provider) or self._unavailable(pool, obs),
             provider_blocked=obs.blocked.get(pool.provider),
             headroom=headroom, headroom_note=note, launch_price_hourly_usd=obs.launch_price.get(pool.name),
+            unpriced=obs.unpriced.get(pool.name, ()),
         )
 
     def _machines(self, pool: PoolConfig, listing: list[ProviderInstance] | None, rows: list[MachineRow],
                   now: float) -> tuple[Machine, ...]:
+        provider = self.providers[pool.provider]
         if listing is None:  # the listing failed: the database's memory, and the pool holds
-            return tuple(machine_of_row(r) for r in rows)
+            return tuple(_unlisted_machine(pool, provider, r) for r in rows)
         by_id = {r.provider_id: r for r in rows}
         listed = of_pool(listing, pool.name)
-        provider = self.providers[pool.provider]
         machines = tuple(_listed_machine(pool, provider, inst, by_id.get(inst.id), now) for inst in listed)
         # just created and not listed yet, or missed by this listing for a moment: still capacity,
         # or the next decision would launch the same machines again
         seen = {inst.id for inst in listed}
-        return machines + tuple(machine_of_row(r) for r in rows
+        return machines + tuple(_unlisted_machine(pool, provider, r) for r in rows
                                 if r.provider_id not in seen and self.grace.counts(r, now))
 
     def _unavailable(self, pool: PoolConfig, obs: Observation) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,48 @@ def test_a_crash_between_marking_and_destroying_leaves_nothing_running_outside_c
         restarted.tick()
         assert len(rig.cloud_ids()) <= 10  # the max holds for what runs, not only for capacity
     assert len(rig.cloud_ids()) == 10
+
+
+# ---------------------------------------------------------------- prices change
+
+
+class Repriced(CrashingCloud):
+    """The embedded cloud after its price for every size changed to `price` (when set)."""
+
+    def __init__(self, inner):
+        super().__init__(inner, "none", "never")
+        self.new_price: float | None = None
+
+    def price(self, size, region=None):
+        return self.new_price if self.new_price is not None else self.inner.price(size, region)
+
+    def list_instances(self, fleet):
+        listed = self.inner.list_instances(fleet)
+        if self.new_price is None:
+            return listed
+        return [replace(i, price_hourly_usd=self.new_price) for i in listed]
+
+
+def test_burn_is_counted_at_the_current_price_after_a_rise(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0, max_hourly_usd=15.0, budget=100.0)
+    cloud = Repriced(rig.cloud)
+    ctl = rig.controller(providers={"simulated": cloud})
+    rig.set(queue=16)
+    ctl.tick()
+    assert len(rig.cloud_ids()) == 4  # $13.56/h of a $15 cap
+    cloud.new_price = 8.75  # 4 x 8.75 = $35/h now
+    rig.set(queue=20)
+    rig.clock.advance(15)
+    plan = ctl.tick().plan
+    assert plan.burn_now_usd_per_hour == pytest.approx(35.0)
+    assert plan.pool("imagegen").actions == () and len(rig.cloud_ids()) == 4  # nothing more bought
+    rows = ctl.store.unfinished_machines()
+    assert {r.price_hourly_usd for r in rows} == {PRICE}  # the ledger keeps what they were bought at
+
+
+def test_the_price_unknown_reason_names_the_size_without_a_price(database_url, tmp_path):
+    rig = make_rig(database_url, tmp_path, size=["gpu-h100x1-80gb", "gpu-mystery"])
+    rig.set(queue=4)
+    plan = rig.controller().tick(dry_run=True).plan.pool("imagegen")
+    (budget,) = [r for r in plan.reasons if r.code == "budget"]
+    assert "gpu-mystery" in budget.message and "gpu-h100x1-80gb" not in budget.message

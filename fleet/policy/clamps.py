@@ -143,7 +143,8 @@ def _afford(pool: PoolConfig, view: PoolView, label: str, room: float, current: 
         return desired, None
     price = view.launch_price_hourly_usd
     if price is None or price <= 0:
-        return current, Reason("budget", f"wanted {desired}, no launch: the price of {pool.size[0]} is unknown "
+        return current, Reason("budget", f"wanted {desired}, no launch: the price of "
+                                         f"{', '.join(view.unpriced) or pool.size[0]} is unknown "
                                          "and a budget cap is set")
     affordable = max(0, math.floor(room / price + 1e-9))
     if desired - current > affordable:
