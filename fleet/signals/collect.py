@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
@@ -22,6 +22,7 @@ from fleet.config import MachineWorkConfig, PoolConfig, SignalConfig, signal_nam
 from fleet.model import SignalReading
 from fleet.signals import SourceReading, read_source
 from fleet.signals.base import Missing
+from fleet.signals.daemon_pool import DaemonPool
 from fleet.signals.machine_work import MachineWorkReading
 from fleet.signals.machine_work import describe as describe_machine_work
 from fleet.signals.machine_work import read as read_machine_work
@@ -98,7 +99,8 @@ class SignalCollector:
         self._read_work = read_work
         self.default_timeout_s = default_timeout_s
         self.grace_s = grace_s
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fleet-signal")
+        # daemon workers: a read hung in a client library never holds the process at exit
+        self._executor = DaemonPool(max_workers=max_workers, name="fleet-signal")
         self._running: dict[_Key, tuple[Future[Any], float]] = {}
 
     def __enter__(self) -> SignalCollector:
@@ -110,7 +112,7 @@ class SignalCollector:
 
     def close(self) -> None:
         """Stop taking reads; a read hung in a client library is abandoned, not waited for."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown()
         self._running.clear()
 
     def read_everything(self, pools: Sequence[PoolConfig]) -> Readings:

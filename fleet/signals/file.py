@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 import time
 from typing import Any
 
@@ -31,6 +32,10 @@ def read(cfg: FileSource) -> SourceReading:
 def _load(cfg: FileSource) -> tuple[Any, float]:
     """The file's JSON and how long ago it was written."""
     try:
+        mode = cfg.path.stat().st_mode
+        if not stat.S_ISREG(mode):  # a FIFO or a device would block the read (and the process) forever
+            raise ReadFailed(Missing.FAILED, f"{cfg.path} is not a regular file (a FIFO, device or "
+                                             "directory): not read")
         text = cfg.path.read_text(encoding="utf-8")
         age_s = max(0.0, time.time() - cfg.path.stat().st_mtime)
     except OSError as exc:
