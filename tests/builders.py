@@ -7,7 +7,8 @@ same config as a TOML file for the CLI.
                  fleet={"database_url": "sqlite:///fleet.db"})         # a TOML file
 
 Defaults are the smallest valid config: fleet `t`, the simulated provider, pools of
-`gpu-h100x1-80gb` with max 10 and one static queue signal.  Everything else is an override.
+`gpu-h100x1-80gb` with max 10 and one static queue signal.  Everything else is an override;
+an override of `UNSET` leaves the key out (`pool(signals=UNSET)`: a pool with no signals).
 """
 
 from __future__ import annotations
@@ -21,8 +22,24 @@ from fleet.config import Config, parse_config
 SIZE = "gpu-h100x1-80gb"
 
 
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()  # an override that leaves its key out of the config
+
+
+def _set(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v is not UNSET}
+
+
 def static(value: float = 0) -> dict[str, Any]:
     return {"type": "static", "value": value}
+
+
+def file_source(path: Path | str, key: str) -> dict[str, Any]:
+    return {"type": "file", "path": str(path), "key": key}
 
 
 def queue(source: dict[str, Any] | float = 0, target_per_machine: float = 4, **signal: Any) -> dict[str, Any]:
@@ -31,9 +48,15 @@ def queue(source: dict[str, Any] | float = 0, target_per_machine: float = 4, **s
     return {"kind": "queue_depth", "target_per_machine": target_per_machine, "source": src, **signal}
 
 
+def queue_wait(source: dict[str, Any] | float = 0, **signal: Any) -> dict[str, Any]:
+    """A `queue_wait` signal (latency pools); a number is a static source."""
+    src = static(source) if isinstance(source, int | float) else source
+    return {"kind": "queue_wait", "source": src, **signal}
+
+
 def pool(name: str = "p", **overrides: Any) -> dict[str, Any]:
     """A pool on the simulated provider (`signals` defaults to one static queue of 0)."""
-    return {"name": name, "provider": "simulated", "size": SIZE, "max": 10, "signals": [queue()], **overrides}
+    return _set({"name": name, "provider": "simulated", "size": SIZE, "max": 10, "signals": [queue()], **overrides})
 
 
 def config_data(*pools: dict[str, Any], fleet: dict[str, Any] | None = None,

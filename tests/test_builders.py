@@ -5,7 +5,17 @@ from __future__ import annotations
 import tomllib
 
 from fleet.config import load_config
-from tests.builders import config_data, config_toml, make_config, pool, queue, write_config
+from tests.builders import (
+    UNSET,
+    config_data,
+    config_toml,
+    file_source,
+    make_config,
+    pool,
+    queue,
+    queue_wait,
+    write_config,
+)
 
 
 def test_the_toml_is_the_dict_and_both_parse(tmp_path):
@@ -25,3 +35,12 @@ def test_the_defaults_are_one_small_valid_pool():
     (only,) = cfg.pools
     assert (only.name, only.provider, only.max) == ("p", "simulated", 10)
     assert only.signals[0].source.type == "static"
+
+
+def test_unset_leaves_a_key_out_and_the_signal_helpers_are_the_plain_dicts(tmp_path):
+    bare = pool(signals=UNSET, region="tor1", min=UNSET)
+    assert "signals" not in bare and "min" not in bare and bare["region"] == "tor1"
+    assert make_config(bare).pools[0].signals == ()
+    assert queue_wait() == {"kind": "queue_wait", "source": {"type": "static", "value": 0}}
+    assert queue(file_source(tmp_path / "s.json", "q"))["source"] == {
+        "type": "file", "path": str(tmp_path / "s.json"), "key": "q"}
