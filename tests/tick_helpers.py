@@ -7,32 +7,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet.config import Config, parse_config
+from fleet.config import Config
 from fleet.controller import Controller
 from fleet.wiring import build_controller
 from providers.simulated import SimulatedCloud
+from tests.builders import file_source, make_config, pool, queue
 from tests.clock import FakeClock as Clock
 
 
-def demo_config(database_url: str, signals_path: Path, **pool: Any) -> Config:
-    """config.example.toml's pool, with the queue read from a file the test writes."""
-    budget = pool.pop("budget", 40.0)
-    data: dict[str, Any] = {
-        "fleet": {"name": "demo", "database_url": database_url, "tick_seconds": 15, "metrics_port": 0},
-        "budget": {"max_hourly_usd": budget} if budget is not None else {},
-        "providers": {"simulated": {}},
-        "pools": [{
-            "name": "imagegen", "provider": "simulated", "size": "gpu-h100x1-80gb", "region": "tor1",
-            "min": 0, "max": 10, "max_hourly_usd": 20.0, "boot_seconds": 180, "max_boot_seconds": 900,
-            "scale_up_cooldown_s": 30, "scale_down_cooldown_s": 300, "scale_down_stabilization_s": 300,
-            "signals": [
-                {"kind": "queue_depth", "target_per_machine": 4,
-                 "source": {"type": "file", "path": str(signals_path), "key": "queue"}},
-            ],
-            **pool,
-        }],
-    }
-    return parse_config(data)
+def demo_config(database_url: str, signals_path: Path, **overrides: Any) -> Config:
+    """config.example.toml's pool, with the queue read from a file the test writes (`budget` is the
+    fleet's `max_hourly_usd`, None for an empty `[budget]`; every other override is the pool's)."""
+    budget = overrides.pop("budget", 40.0)
+    return make_config(
+        pool("imagegen", **dict(region="tor1", min=0, max=10, max_hourly_usd=20.0, boot_seconds=180,
+                                max_boot_seconds=900, scale_up_cooldown_s=30, scale_down_cooldown_s=300,
+                                scale_down_stabilization_s=300,
+                                signals=[queue(file_source(signals_path, "queue"))]) | overrides),
+        fleet={"name": "demo", "database_url": database_url, "tick_seconds": 15, "metrics_port": 0},
+        budget=budget if budget is not None else {})
 
 
 class Crash(Exception):
