@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.config import Config, parse_config
+from fleet.config import Config
 from fleet.model import Fleet, History, Machine, MachineState, PoolHistory, PoolView, SignalReading
+from tests import builders
 
 NOW = 1_000_000.0
 
 
-def make_config(budget: float | None = None, **pool: Any) -> Config:
-    signals = pool.pop("signals", [{"kind": "queue_depth", "target_per_machine": 4,
-                                    "source": {"type": "static", "value": 0}}])
-    data: dict[str, Any] = {
-        "fleet": {"name": "t"},
-        "providers": {"simulated": {}},
-        "pools": [{"name": "p", "provider": "simulated", "size": "gpu-h100x1-80gb", "max": 10,
-                   "scale_up_cooldown_s": 0, "scale_down_cooldown_s": 0, "scale_down_stabilization_s": 0,
-                   "signals": signals, **pool}],
-    }
-    if budget is not None:
-        data["budget"] = {"max_hourly_usd": budget}
-    return parse_config(data)
+def make_config(budget: float | None = None, **overrides: Any) -> Config:
+    """One pool `p` with no cooldowns and no stabilization; `overrides` are the pool's keys."""
+    return builders.make_config(
+        builders.pool(**dict(scale_up_cooldown_s=0, scale_down_cooldown_s=0, scale_down_stabilization_s=0) | overrides),
+        budget=budget)
 
 
 def machines(ready: int = 0, booting: int = 0, price: float = 3.0, created_at: float = NOW - 60,

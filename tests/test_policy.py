@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from fleet.model import CreateAction, DestroyAction, History, MachineState, PoolView
 from fleet.policy import decide
+from tests import builders
 from tests.policy_helpers import NOW, fleet_of, history, machines, make_config, reading, view
 
 QUEUE = {"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 0}}
@@ -182,22 +183,14 @@ def test_decide_is_deterministic_and_pure():
     unmanaged=st.tuples(st.integers(0, 5), st.floats(0.1, 30.0)),  # machines of a pool no longer configured
 )
 def test_budget_caps_are_never_exceeded_by_new_launches(pools, global_cap, unmanaged):
-    from fleet.config import parse_config
-
-    data = {"fleet": {"name": "t"}, "providers": {"simulated": {}}, "pools": []}
-    if global_cap is not None:
-        data["budget"] = {"max_hourly_usd": global_cap}
-    views, signals = {}, {}
+    configured, views, signals = [], {}, {}
     for i, (ready, booting, price, value, cap) in enumerate(pools):
-        pool = {"name": f"p{i}", "provider": "simulated", "size": "gpu-h100x1-80gb", "max": 50,
-                "max_step_up": 50, "scale_up_cooldown_s": 0, "signals": [QUEUE]}
-        if cap is not None:
-            pool["max_hourly_usd"] = cap
-        data["pools"].append(pool)
+        configured.append(builders.pool(f"p{i}", max=50, max_step_up=50, scale_up_cooldown_s=0, signals=[QUEUE],
+                                        max_hourly_usd=cap if cap is not None else builders.UNSET))
         views[f"p{i}"] = PoolView(name=f"p{i}", machines=machines(ready, booting, price, pool=f"p{i}"),
                                   launch_price_hourly_usd=price)
         signals[f"p{i}"] = (reading(value),)
-    cfg = parse_config(data)
+    cfg = builders.make_config(*configured, budget=global_cap)
     from fleet.model import Fleet
 
     fleet = Fleet(pools=views, unmanaged=machines(unmanaged[0], 0, unmanaged[1], pool="retired"))

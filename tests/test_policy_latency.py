@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fleet.config import ConfigError, QueueWaitSignal, StaticSource, parse_config
+from fleet.config import ConfigError, QueueWaitSignal, StaticSource
 from fleet.model import Fleet, History, MachineState, PoolHistory, PoolView, SignalReading
 from fleet.policy import decide
 from fleet.policy.latency import LatencyDecision, excess_quantile, history_window_s, recommend
@@ -17,6 +17,7 @@ from fleet.policy.recommend import recommend as signal_recommend
 from fleet.policy.settings import DEFAULT
 from fleet.sim.run import run_policy, scenario, slo_attainment
 from fleet.sim.trace import from_arrays
+from tests import builders
 from tests.policy_helpers import NOW, make_config, view
 
 BOOT = 180.0
@@ -314,13 +315,10 @@ def test_a_steady_stream_keeps_a_steady_fleet_in_replay() -> None:
     # machines (0-5 over seeds 0-19; 2 with seed 0).  Before running work counted only while late,
     # the target flapped on single reads and the same replays bought 11-15 machines in the second
     # half (seeds 0-4), each a boot paid for nothing.
-    cfg = parse_config({
-        "fleet": {"name": "steady", "tick_seconds": 15},
-        "providers": {"simulated": {}},
-        "pools": [{"name": "llm", "provider": "simulated", "size": "gpu-h100x1-80gb", "max": 100,
-                   "boot_seconds": 180, "latency_budget_s": 5, "slots_per_machine": 8,
-                   "signals": [{"kind": "queue_wait", "source": {"type": "static", "value": 0}}]}],
-    })
+    cfg = builders.make_config(
+        builders.pool("llm", max=100, boot_seconds=180, latency_budget_s=5, slots_per_machine=8,
+                      signals=[builders.queue_wait()]),
+        fleet={"name": "steady", "tick_seconds": 15})
     rng = np.random.default_rng(0)
     n = int(8 * 8 / 3.0 * 3600)
     trace = from_arrays(np.sort(rng.uniform(0, 3600, n)), rng.exponential(3.0, n))
