@@ -10,13 +10,14 @@ import time
 
 import pytest
 
-from fleet.config import ConfigError, MachineWorkConfig, parse_config
+from fleet.config import ConfigError, MachineWorkConfig
 from fleet.model import Fleet, History, Machine, MachineState, PoolView
 from fleet.policy import decide
 from fleet.signals.collect import SignalCollector
 from fleet.signals.machine_work import build_query, machine_key
 from fleet.signals.machine_work import read as read_work
 from providers.simulated import private_ip
+from tests.builders import UNSET, make_config, pool, queue
 from tests.prometheus_harness import Exporter, PrometheusServer, sample
 from tests.servers import free_port, need_binary
 from tests.tick_helpers import Crash, CrashingCloud, make_rig
@@ -40,13 +41,9 @@ def test_a_label_value_names_a_machine_by_its_match(label, match, key):
 
 
 def test_config_errors_name_the_key_path():
-    base = {"fleet": {"name": "f"}, "providers": {"simulated": {}},
-            "pools": [{"name": "p", "provider": "simulated", "size": "s", "max": 2}]}
-
     def problems(work):
-        data = {**base, "pools": [{**base["pools"][0], "machine_work": work}]}
         with pytest.raises(ConfigError) as err:
-            parse_config(data)
+            make_config(pool(size="s", max=2, signals=UNSET, machine_work=work), fleet={"name": "f"})
         return str(err.value)
 
     assert "pools[0].machine_work: `label` is required with `query`" in problems(
@@ -62,14 +59,10 @@ def test_config_errors_name_the_key_path():
 # ---------------------------------------------------------------- decide: only idle machines go
 
 
-def _pool_config(**pool):
-    return parse_config({
-        "fleet": {"name": "f"}, "providers": {"simulated": {}},
-        "pools": [{"name": "p", "provider": "simulated", "size": "gpu-h100x1-80gb", "max": 10,
-                   "scale_down_cooldown_s": 0, "scale_down_stabilization_s": 0, "tolerance": 0,
-                   "signals": [{"kind": "queue_depth", "target_per_machine": 1,
-                                "source": {"type": "static", "value": 1}}], **pool}],
-    })
+def _pool_config(**overrides):
+    return make_config(pool(**dict(scale_down_cooldown_s=0, scale_down_stabilization_s=0, tolerance=0,
+                                   signals=[queue(1, target_per_machine=1)]) | overrides),
+                       fleet={"name": "f"})
 
 
 def _ready(i: int, work: float) -> Machine:

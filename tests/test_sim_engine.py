@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fleet.config import parse_config
 from fleet.sim.engine import BILLING, Engine, EngineSettings, Snapshot, run
 from fleet.sim.policies import StaticPolicy, readings_for
 from fleet.sim.trace import from_arrays
 from providers.base import InstanceStatus, LaunchSpec, PoolTarget
 from providers.simulated import SimulatedCloud
+from tests.builders import UNSET, make_config, pool, queue_wait
 
 PRICE = 3.6  # $/h: one cent per 10 s
 
@@ -255,11 +255,9 @@ def test_queue_wait_reading_is_the_longest_wait_started_since_the_last_read() ->
 
 
 def test_queue_wait_reading_reaches_the_policy_only_when_configured() -> None:
-    base = {"name": "p", "provider": "simulated", "size": "gpu-h100x1-80gb", "max": 4, "latency_budget_s": 5}
     seen = Snapshot(at=10.0, waiting=3, busy=1, ready=1, wait_max=2.5)
-    plain = parse_config({"fleet": {"name": "t"}, "providers": {"simulated": {}}, "pools": [base]}).pools[0]
+    (plain,) = make_config(pool(max=4, latency_budget_s=5, signals=UNSET)).pools
     assert "queue_wait" not in {r.kind for r in readings_for(plain, seen)}
-    waits = parse_config({"fleet": {"name": "t"}, "providers": {"simulated": {}}, "pools": [
-        {**base, "signals": [{"kind": "queue_wait", "source": {"type": "static", "value": 0}}]}]}).pools[0]
+    (waits,) = make_config(pool(max=4, latency_budget_s=5, signals=[queue_wait()])).pools
     by_kind = {r.kind: r.value for r in readings_for(waits, seen)}
     assert by_kind == {"queue_wait": 2.5, "queue_depth": 4.0, "gpu_utilization": 1.0}
