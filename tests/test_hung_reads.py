@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import file_source, pool, queue, write_config
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,29 +56,14 @@ def dripping() -> Iterator[str]:
     server.close()
 
 
-def _config(tmp_path: Path, source: str, port: int = 0) -> Path:
-    path = tmp_path / "fleet.toml"
-    path.write_text(f"""
-[fleet]
-name = "hung"
-database_url = "sqlite:///{tmp_path / 'fleet.db'}"
-tick_seconds = 15
-metrics_port = {port}
+def _config(tmp_path: Path, source: dict, port: int = 0) -> Path:
+    return write_config(tmp_path / "fleet.toml", pool(max=4, signals=[queue(source)]),
+                        fleet={"name": "hung", "database_url": f"sqlite:///{tmp_path / 'fleet.db'}",
+                               "tick_seconds": 15, "metrics_port": port})
 
-[providers.simulated]
 
-[[pools]]
-name = "p"
-provider = "simulated"
-size = "gpu-h100x1-80gb"
-max = 4
-
-[[pools.signals]]
-kind = "queue_depth"
-target_per_machine = 4
-source = {source}
-""")
-    return path
+def _dripping(url: str) -> dict:
+    return {"type": "http_json", "url": url, "path": "q", "timeout_s": 1}
 
 
 def _env() -> dict[str, str]:
@@ -85,7 +71,7 @@ def _env() -> dict[str, str]:
 
 
 def test_plan_exits_while_a_source_drips(tmp_path, dripping):
-    cfg = _config(tmp_path, f'{{ type = "http_json", url = "{dripping}", path = "q", timeout_s = 1 }}')
+    cfg = _config(tmp_path, _dripping(dripping))
     result = subprocess.run([sys.executable, "-m", "fleet.cli", "plan", "--config", str(cfg), "-o", "json"],
                             env=_env(), capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stderr
@@ -95,7 +81,7 @@ def test_plan_exits_while_a_source_drips(tmp_path, dripping):
 def test_a_fifo_as_a_signal_file_is_refused_not_waited_on(tmp_path):
     fifo = tmp_path / "signals.fifo"
     os.mkfifo(fifo)
-    cfg = _config(tmp_path, f'{{ type = "file", path = "{fifo}", key = "q" }}')
+    cfg = _config(tmp_path, file_source(fifo, "q"))
     result = subprocess.run([sys.executable, "-m", "fleet.cli", "plan", "--config", str(cfg), "-o", "json"],
                             env=_env(), capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stderr
@@ -103,7 +89,7 @@ def test_a_fifo_as_a_signal_file_is_refused_not_waited_on(tmp_path):
 
 
 def test_run_stops_within_seconds_of_sigterm_while_a_source_drips(tmp_path, dripping):
-    cfg = _config(tmp_path, f'{{ type = "http_json", url = "{dripping}", path = "q", timeout_s = 1 }}',
+    cfg = _config(tmp_path, _dripping(dripping),
                   port=free_port())
     proc = subprocess.Popen([sys.executable, "-m", "fleet.cli", "run", "--config", str(cfg)], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -20,6 +21,7 @@ from fleet.sim.policies import FleetPolicy
 from fleet.sim.report import KEYS, report
 from fleet.sim.run import pick_pool, run_all, scenario
 from fleet.sim.trace import from_arrays, load_trace
+from tests import builders
 
 DATA = Path(__file__).resolve().parents[1] / "fleet" / "sim" / "data"
 SHIPPED = DATA / "azure_llm2023_code.csv"
@@ -37,26 +39,13 @@ def _version() -> None:  # a second command keeps typer from collapsing the app 
 runner = CliRunner()
 
 
-def write_config(tmp_path: Path, extra: str = "", pool: str = "") -> Path:
-    path = tmp_path / "fleet.toml"
-    path.write_text(f"""
-[fleet]
-name = "t"
-tick_seconds = 15
-{extra}
-[providers.simulated]
-
-[[pools]]
-name = "gpu"
-provider = "simulated"
-size = "gpu-h100x1-80gb"
-max = 20
-boot_seconds = 120
-latency_budget_s = 30
-slots_per_machine = 1
-{pool}
-""", encoding="utf-8")
-    return path
+def write_config(tmp_path: Path, name: str = "fleet.toml", providers: dict | None = None, **pool: Any) -> Path:
+    """A latency pool `gpu` with no signals; `pool` overrides its keys."""
+    return builders.write_config(
+        tmp_path / name,
+        builders.pool("gpu", **dict(max=20, boot_seconds=120, latency_budget_s=30, slots_per_machine=1,
+                                    signals=builders.UNSET) | pool),
+        fleet={"tick_seconds": 15}, providers=providers)
 
 
 def synthetic_trace(tmp_path: Path, n: int = 600) -> Path:
@@ -112,9 +101,7 @@ def test_json_report_keys_and_zero_violations(tmp_path: Path) -> None:
 
 def test_caps_hold_in_replay(tmp_path: Path) -> None:
     # quota of 3 machines and a pool budget of 2 machines' price: every policy stays within both
-    cfg = write_config(tmp_path, pool="max_hourly_usd = 6.8")
-    text = cfg.read_text().replace("[providers.simulated]", "[providers.simulated]\nquota_machines = 3")
-    cfg.write_text(text)
+    cfg = write_config(tmp_path, providers={"simulated": {"quota_machines": 3}}, max_hourly_usd=6.8)
     result = runner.invoke(app, ["simulate", "--config", str(cfg), "--trace", str(synthetic_trace(tmp_path)),
                                  "--output", "json"])
     assert result.exit_code == 0, result.output
@@ -178,8 +165,7 @@ def test_bad_inputs_exit_1(tmp_path: Path) -> None:
         assert message in result.stderr
     missing = runner.invoke(app, ["simulate", "--config", str(tmp_path / "none.toml"), "--trace", str(trace)])
     assert missing.exit_code == 1 and "cannot read the config file" in missing.stderr
-    no_budget = write_config(tmp_path).read_text().replace("latency_budget_s = 30\n", "")
-    (tmp_path / "nb.toml").write_text(no_budget)
+    write_config(tmp_path, "nb.toml", latency_budget_s=builders.UNSET)
     result = runner.invoke(app, ["simulate", "--config", str(tmp_path / "nb.toml"), "--trace", str(trace)])
     assert result.exit_code == 1 and "set latency_budget_s" in result.stderr
 
@@ -234,26 +220,22 @@ def test_the_fleet_policy_sees_each_machines_work_only_when_asked(tmp_path: Path
     assert work == ([0.0, 1.0] if machine_work else [0.0, 0.0])
 
 
-MACHINE_WORK = """
-[pools.machine_work]
-url = "http://127.0.0.1:9090"
-preset = "vllm"
-"""
+MACHINE_WORK = {"machine_work": {"url": "http://127.0.0.1:9090", "preset": "vllm"}}
 
 
-@pytest.mark.parametrize("pool_section, expected", [("", False), (MACHINE_WORK, True)])
+@pytest.mark.parametrize("pool_section, expected", [({}, False), (MACHINE_WORK, True)])
 def test_the_replay_sees_per_machine_work_as_the_pools_config_lets_fleet_run(
-        tmp_path: Path, pool_section: str, expected: bool) -> None:
-    cfg = load_config(write_config(tmp_path, pool=pool_section))
+        tmp_path: Path, pool_section: dict, expected: bool) -> None:
+    cfg = load_config(write_config(tmp_path, **pool_section))
     scn = scenario(cfg, pick_pool(cfg, None), from_arrays([0.0], [100.0]))
     assert scn.machine_work is expected
 
 
 @pytest.mark.parametrize("flag, pool_section, sees", [
-    ([], "", False), ([], MACHINE_WORK, True), (["--machine-work"], "", True), (["--blind"], MACHINE_WORK, False)])
+    ([], {}, False), ([], MACHINE_WORK, True), (["--machine-work"], {}, True), (["--blind"], MACHINE_WORK, False)])
 def test_the_table_says_whether_the_fleet_policy_saw_each_machines_work(
-        tmp_path: Path, flag: list[str], pool_section: str, sees: bool) -> None:
-    result = runner.invoke(app, ["simulate", "--config", str(write_config(tmp_path, pool=pool_section)),
+        tmp_path: Path, flag: list[str], pool_section: dict, sees: bool) -> None:
+    result = runner.invoke(app, ["simulate", "--config", str(write_config(tmp_path, **pool_section)),
                                  "--trace", str(synthetic_trace(tmp_path, 100)), "--policy", "fleet", *flag])
     assert result.exit_code == 0, result.output
     line = next(x for x in result.stdout.splitlines() if x.startswith("per-machine work:"))
