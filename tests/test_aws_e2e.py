@@ -27,6 +27,7 @@ from fleet.controller import Controller
 from fleet.render import plan_json
 from fleet.wiring import build_controller
 from providers.aws import AwsProvider, ServiceQuotasSource
+from tests import builders
 from tests.aws_faults import Ec2Faults, QuotaResponder
 from tests.clock import FakeClock
 
@@ -77,21 +78,15 @@ class Rig:
     subnets: tuple[str, ...]
 
     def config(self, *, queue: float = 12.0, **pool: Any) -> dict[str, Any]:
-        return {
-            "fleet": {"name": "e2e", "database_url": f"sqlite:///{self.tmp_path / 'fleet.db'}",
-                      "tick_seconds": 15, "metrics_port": 0},
-            "budget": {"max_hourly_usd": 40.0},
-            "providers": {"aws": {"region": REGION, "endpoint_url": self.endpoint, "capacity_miss_ttl_s": 300.0}},
-            "pools": [{
-                "name": "llm", "provider": "aws", "size": ["g6e.xlarge", "g5.xlarge"],
-                "subnets": list(self.subnets), "image": IMAGE, "min": 0, "max": 10, "boot_seconds": 120,
-                "max_boot_seconds": 900, "scale_up_cooldown_s": 30, "scale_down_cooldown_s": 120,
-                "scale_down_stabilization_s": 120,
-                "signals": [{"kind": "queue_depth", "target_per_machine": 4,
-                             "source": {"type": "static", "value": queue}}],
-                **pool,
-            }],
-        }
+        return builders.config_data(
+            builders.pool("llm", **dict(provider="aws", size=["g6e.xlarge", "g5.xlarge"], subnets=list(self.subnets),
+                                        image=IMAGE, min=0, max=10, boot_seconds=120, max_boot_seconds=900,
+                                        scale_up_cooldown_s=30, scale_down_cooldown_s=120,
+                                        scale_down_stabilization_s=120, signals=[builders.queue(queue)]) | pool),
+            fleet={"name": "e2e", "database_url": f"sqlite:///{self.tmp_path / 'fleet.db'}", "tick_seconds": 15,
+                   "metrics_port": 0},
+            budget=40.0,
+            providers={"aws": {"region": REGION, "endpoint_url": self.endpoint, "capacity_miss_ttl_s": 300.0}})
 
     def provider(self) -> AwsProvider:
         """The adapter as the factory builds it, plus the virtual sleep and the quota responder."""
@@ -132,23 +127,6 @@ def reasons(result) -> list[str]:
 # ---------------------------------------------------------------- the CLI, as a user runs it
 
 
-def write_toml(path: Path, data: dict[str, Any]) -> None:
-    def value(v: Any) -> str:
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
-        return json.dumps(v)
-
-    lines = []
-    for section, body in (("fleet", data["fleet"]), ("budget", data["budget"]),
-                          ("providers.aws", data["providers"]["aws"])):
-        lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in body.items()), ""]
-    for pool in data["pools"]:
-        lines += ["[[pools]]", *(f"{k} = {value(v)}" for k, v in pool.items()), ""]
-    path.write_text("\n".join(lines))
-
-
 def fleet_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "FLEET_LOG_LEVEL": "INFO", "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "fleet.cli", *args], cwd=cwd, env=env, text=True,
@@ -160,7 +138,7 @@ def test_run_once_launches_tagged_instances_of_the_first_type(rig: Rig) -> None:
     data = rig.config(queue=4.0)  # one machine: moto launches MinCount (1) whatever MaxCount says
     del data["pools"][0]["image"]
     data["pools"][0]["launch_template"] = "gpu-worker"
-    write_toml(rig.tmp_path / "fleet.toml", data)
+    (rig.tmp_path / "fleet.toml").write_text(builders.to_toml(data))
     run = fleet_cli("run", "--once", "--config", "fleet.toml", cwd=rig.tmp_path)
     assert run.returncode == 0, run.stderr
     (inst,) = rig.live().values()

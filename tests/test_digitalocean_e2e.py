@@ -25,6 +25,7 @@ from fleet.model import ErrorKind
 from fleet.store.repo import month_start
 from fleet.wiring import build_controller
 from providers.digitalocean import DigitalOceanProvider
+from tests import builders
 from tests.clock import FakeClock
 from tests.do_fake import FakeDigitalOcean, Fault, OpenApiCheck
 
@@ -49,48 +50,24 @@ def fake(clock: FakeClock) -> Iterator[FakeDigitalOcean]:
 def config_data(fake: FakeDigitalOcean, tmp_path: Path, *, queue: float | None = 12.0,
                 database_url: str | None = None, **pool: Any) -> dict:
     budget = pool.pop("budget", 40.0)
-    source = ({"type": "static", "value": queue} if queue is not None
-              else {"type": "file", "path": str(tmp_path / "signals.json"), "key": "queue"})
+    source = queue if queue is not None else builders.file_source(tmp_path / "signals.json", "queue")
     (tmp_path / "cloud-init.yaml").write_text("#cloud-config\nruncmd:\n  - nvidia-smi\n")
-    return {
-        "fleet": {"name": "e2e", "database_url": database_url or f"sqlite:///{tmp_path / 'fleet.db'}",
-                  "tick_seconds": 15,
-                  "metrics_port": 0},
-        "budget": {"max_hourly_usd": budget},
-        "providers": {"digitalocean": {"token_env": "DIGITALOCEAN_TOKEN", "api_url": fake.url,
-                                       "timeout_s": 5.0, "capacity_miss_ttl_s": 300.0}},
-        "pools": [{
-            "name": "sdxl", "provider": "digitalocean", "size": [H100, L40S], "region": ["tor1", "nyc2"],
-            "image": "gpu-h100x1-base", "ssh_keys": ["3b:16:e4:bf:8b:00:8b:b8"],
-            "user_data_file": str(tmp_path / "cloud-init.yaml"),
-            "min": 0, "max": 10, "max_hourly_usd": 20.0, "boot_seconds": 120, "max_boot_seconds": 900,
-            "scale_up_cooldown_s": 30, "scale_down_cooldown_s": 120, "scale_down_stabilization_s": 120,
-            "signals": [{"kind": "queue_depth", "target_per_machine": 4, "source": source}],
-            **pool,
-        }],
-    }
+    return builders.config_data(
+        builders.pool("sdxl", **dict(provider="digitalocean", size=[H100, L40S], region=["tor1", "nyc2"],
+                                     image="gpu-h100x1-base", ssh_keys=["3b:16:e4:bf:8b:00:8b:b8"],
+                                     user_data_file=str(tmp_path / "cloud-init.yaml"), min=0, max=10,
+                                     max_hourly_usd=20.0, boot_seconds=120, max_boot_seconds=900,
+                                     scale_up_cooldown_s=30, scale_down_cooldown_s=120,
+                                     scale_down_stabilization_s=120, signals=[builders.queue(source)]) | pool),
+        fleet={"name": "e2e", "database_url": database_url or f"sqlite:///{tmp_path / 'fleet.db'}",
+               "tick_seconds": 15, "metrics_port": 0},
+        budget={"max_hourly_usd": budget},
+        providers={"digitalocean": {"token_env": "DIGITALOCEAN_TOKEN", "api_url": fake.url, "timeout_s": 5.0,
+                                    "capacity_miss_ttl_s": 300.0}})
 
 
 def write_toml(path: Path, data: dict) -> None:
-    def value(v: Any) -> str:
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
-        return repr(v)
-
-    lines = []
-    for section in ("fleet", "budget"):
-        lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in data[section].items()), ""]
-    lines += ["[providers.digitalocean]",
-              *(f"{k} = {value(v)}" for k, v in data["providers"]["digitalocean"].items()), ""]
-    for pool in data["pools"]:
-        lines += ["[[pools]]", *(f"{k} = {value(v)}" for k, v in pool.items()), ""]
-    path.write_text("\n".join(lines))
+    path.write_text(builders.to_toml(data))
 
 
 def fleet_cli(*args: str, cwd: Path, token: str | None = TOKEN) -> subprocess.CompletedProcess:

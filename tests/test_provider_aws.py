@@ -546,17 +546,13 @@ def test_capabilities_are_the_clouds() -> None:
 
 def test_the_wiring_gives_the_adapter_every_region_its_pools_name(aws_env, tmp_path) -> None:
     from fleet.cloud import build_providers, price_problems
-    from fleet.config import parse_config
+    from tests.builders import make_config, pool, queue
 
-    pool = {"provider": "aws", "size": ["g5.xlarge"], "image": IMAGE, "min": 0, "max": 2,
-            "signals": [{"kind": "queue_depth", "target_per_machine": 4, "source": {"type": "static", "value": 1}}]}
-    config = parse_config({
-        "fleet": {"name": "w", "database_url": f"sqlite:///{tmp_path / 'f.db'}"},
-        "budget": {"max_hourly_usd": 10.0},
-        "providers": {"aws": {"region": REGION, "endpoint_url": aws_env}},
-        "pools": [{**pool, "name": "west", "region": ["us-west-2"]}, {**pool, "name": "home"},
-                  {**pool, "name": "odd", "size": ["g9.unknown"]}],
-    })
+    aws = {"provider": "aws", "size": ["g5.xlarge"], "image": IMAGE, "min": 0, "max": 2, "signals": [queue(1)]}
+    config = make_config(pool("west", **aws, region=["us-west-2"]), pool("home", **aws),
+                         pool("odd", **{**aws, "size": ["g9.unknown"]}),
+                         fleet={"name": "w", "database_url": f"sqlite:///{tmp_path / 'f.db'}"}, budget=10.0,
+                         providers={"aws": {"region": REGION, "endpoint_url": aws_env}})
     providers = build_providers(config, clock=Clock())
     assert providers["aws"].regions == (REGION, "us-west-2")  # type: ignore[attr-defined]
     # the local price table (capabilities.local_prices): an unknown price is a problem at start
