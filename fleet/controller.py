@@ -21,7 +21,7 @@ from fleet.config import Config, PoolConfig
 from fleet.executor import Executor, Notes
 from fleet.lease_keeper import LeaseKeeper
 from fleet.metrics import Metrics
-from fleet.model import Plan, TickResult
+from fleet.model import VANISHED_COUNTS_S, Plan, TickResult
 from fleet.observe import Observation, SignalReader, observe
 from fleet.policy import decide
 from fleet.policy.latency import history_window_s, reads_previous_tick
@@ -50,7 +50,8 @@ def lookback_s(pool: PoolConfig) -> float:
 class Controller:
     def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider], signals: SignalReader,
                  metrics: Metrics, clock: Callable[[], float], holder: str,
-                 monotonic: Callable[[], float] = time.monotonic, renew_every_s: float | None = None):
+                 monotonic: Callable[[], float] = time.monotonic, renew_every_s: float | None = None,
+                 boot: str = "unknown"):
         self.config = config
         self.store = store
         self.providers = dict(providers)
@@ -59,11 +60,11 @@ class Controller:
         self.holder = holder
         self.last_success_at: float | None = None
         self.telemetry = Telemetry(metrics)
-        billing = BillingClock(clock, monotonic)
+        billing = BillingClock(clock, monotonic, boot, store.billing_anchor)
         self.reconciler = Reconciler(config, store, self.providers, billing)
         self.work = WorkTracker()
         self.viewer = FleetViewer(config, self.providers, self.reconciler.grace, self.work)
-        self.executor = Executor(config, store, self.providers, signals, self.work, self.telemetry, clock)
+        self.executor = Executor(config, store, self.providers, signals, self.work, self.telemetry, clock, billing)
         self.recorder = Recorder(config, store, max((lookback_s(p) for p in config.pools), default=0.0), billing)
         self._signals = signals
         self.keeper = LeaseKeeper(store, renew_every_s or config.fleet.lease_seconds / 3)
@@ -100,7 +101,8 @@ class Controller:
         return TickResult(plan=plan, dry_run=not acting, notes=notes.frozen())
 
     def _decide(self, obs: Observation, now: float) -> Plan:
-        fleet = self.viewer.view(obs, self.store.unfinished_machines(), self.store.pending_actions(), now)
+        fleet = self.viewer.view(obs, self.store.unfinished_machines(), self.store.in_flight_creates(now), now,
+                                 self.store.recently_vanished(now - VANISHED_COUNTS_S))
         self.telemetry.unmanaged(fleet.unmanaged)
         pools = self.config.pools
         history = self.store.history({p.name: lookback_s(p) for p in pools}, now,

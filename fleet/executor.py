@@ -74,7 +74,9 @@ def _failures(call: Callable[[list[str]], list[DestroyFailure]], ids: list[str],
 
 class Executor:
     def __init__(self, config: Config, store: Store, providers: Mapping[str, Provider], signals: SignalReader,
-                 work: WorkTracker, telemetry: Telemetry, clock: Callable[[], float]):
+                 work: WorkTracker, telemetry: Telemetry, clock: Callable[[], float],
+                 billing: Callable[[], float] | None = None):
+        """`billing`: the clock spend is charged on (fleet/clock.py); the wall clock by default."""
         self.config = config
         self.store = store
         self.providers = providers
@@ -82,6 +84,7 @@ class Executor:
         self.work = work
         self.telemetry = telemetry
         self.clock = clock
+        self.billing = billing or clock
 
     # ------------------------------------------------------------ the plan
 
@@ -248,7 +251,7 @@ class Executor:
                                    price_hourly_usd=price_of(pool, provider, inst, action.price_hourly_usd),
                                    token=token, spot=inst.spot,
                                    created_at=created_at(inst, after) if inst.created_at else now,
-                                   now=after, reason=f"created by action {token}")
+                                   now=after, reason=f"created by action {token}", accrued_from=self.billing())
         made = len(launched.instances)
         for note in launched.notes:
             notes.add(pool.name, "launch_note", note)

@@ -50,6 +50,10 @@ class LeaseKeeper:
                 self._beats += 1
                 self._beat.notify_all()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def wait_for_beat(self, timeout_s: float) -> bool:
         """Block until the next renewal (tests, and anyone who must know the lease was renewed)."""
         with self._beat:

@@ -46,6 +46,14 @@ CAPACITY_STATES = frozenset({_S.BOOTING, _S.READY})  # serve or will serve
 LIVE_STATES = frozenset(CAPACITY_STATES | {_S.DRAINING})  # running and ours to keep or end
 BILLED_STATES = frozenset(LIVE_STATES | {_S.TERMINATING, _S.FAILED})  # FAILED: stopped, still billed
 FINAL_STATES = frozenset({_S.TERMINATED})  # known to be gone
+# A machine we created may take a moment to appear in an eventually consistent listing, and a
+# listing may miss a machine for a moment: an unlisted machine (or a create whose answer was
+# lost) still counts this long.
+LISTING_GRACE_S = 60.0
+# ... and one it then closed as vanished still counts toward the caps this long after: a listing
+# that misses a machine for longer must not let its replacement pass the cap while it runs.
+VANISHED_COUNTS_S = 600.0
+
 # what a planned destroy may still end (the re-check before the call)
 DESTROYABLE_STATES = frozenset(LIVE_STATES | {_S.FAILED})
 
@@ -130,6 +138,9 @@ class PoolView:
     # What the pool's per-machine work reading said (None: the pool has none).  With one, each
     # ready machine's `work_left` is its reading (inf when unread) and only idle ones are removed.
     machine_work: str | None = None
+    # machines a listing stopped showing (closed as vanished lately, never asked to be destroyed):
+    # not capacity, but they may still run, so their burn counts toward the caps for a while
+    vanished_usd_per_hour: float = 0.0
 
     @property
     def ready(self) -> int:
@@ -146,7 +157,7 @@ class PoolView:
 
     @property
     def burn_usd_per_hour(self) -> float:
-        return sum(m.price_hourly_usd for m in self.machines if m.state in BILLED_STATES)
+        return sum(m.price_hourly_usd for m in self.machines if m.state in BILLED_STATES) + self.vanished_usd_per_hour
 
 
 @dataclass(frozen=True)

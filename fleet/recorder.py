@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
+from fleet.clock import BillingClock
 from fleet.config import Config
 from fleet.model import MachineState, Plan, Reason
 from fleet.observe import Observation
@@ -42,7 +43,7 @@ def _bounded(value: float | None) -> float | None:
 
 
 class Recorder:
-    def __init__(self, config: Config, store: Store, lookback_s: float, billing: Callable[[], float]):
+    def __init__(self, config: Config, store: Store, lookback_s: float, billing: BillingClock):
         """`lookback_s`: the longest history the policy reads (never pruned away); `billing`: the
         clock spend is charged to (fleet/clock.py), not the wall clock a step can move."""
         self.config = config
@@ -94,6 +95,7 @@ class Recorder:
             if until - row.accrued_until >= ACCRUE_EVERY_S:
                 charges.append((row, until, None))
         self.store.accrue_many(charges)
+        self.store.save_billing_anchor(self.billing.anchor())
 
     def spend_month_to_date(self, now: float) -> dict[str, float]:
         spent = self.store.spend_since(month_start(now))

@@ -3,7 +3,7 @@ per-machine work, its quota headroom and launch price, and why it may have to ho
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from fleet.cloud import size_price
@@ -68,15 +68,20 @@ class FleetViewer:
         self.grace = grace
         self.work = work
 
-    def view(self, obs: Observation, rows: list[MachineRow], pending: list[ActionRow], now: float) -> Fleet:
+    def view(self, obs: Observation, rows: list[MachineRow], pending: list[ActionRow], now: float,
+             vanished: Sequence[MachineRow] = ()) -> Fleet:
         """`rows`: the unfinished machine rows (after reconcile, when the tick acts); `pending`:
-        the actions whose outcome is not known yet."""
+        the creates whose machines may exist unseen; `vanished`: machines closed lately because
+        a listing stopped showing them."""
         self.work.begin_view()
-        views = {pool.name: self._pool_view(pool, obs, [r for r in rows if r.provider == pool.provider
-                                                        and r.pool == pool.name],
-                                            [a for a in pending if a.provider == pool.provider
-                                             and a.pool == pool.name and a.kind is ActionKind.CREATE], now)
-                 for pool in self.config.pools}
+        views = {pool.name: replace(
+            self._pool_view(pool, obs, [r for r in rows if r.provider == pool.provider and r.pool == pool.name],
+                            [a for a in pending if a.provider == pool.provider
+                             and a.pool == pool.name and a.kind is ActionKind.CREATE], now),
+            vanished_usd_per_hour=sum(self._price(pool, r) for r in vanished
+                                      if r.provider == pool.provider and r.pool == pool.name
+                                      and r.provider_id not in obs.listed_ids(pool.provider)))
+            for pool in self.config.pools}
         self.work.end_view()
         # a pool removed, renamed, or moved to another provider leaves machines no view holds
         configured = {(p.provider, p.name) for p in self.config.pools}
@@ -114,6 +119,12 @@ class FleetViewer:
         seen = {inst.id for inst in listed}
         return machines + tuple(_unlisted_machine(pool, provider, r) for r in rows
                                 if r.provider_id not in seen and self.grace.counts(r, now))
+
+    def _price(self, pool: PoolConfig, row: MachineRow) -> float:
+        provider = self.providers.get(pool.provider)
+        if provider is None:
+            return row.price_hourly_usd
+        return _unlisted_machine(pool, provider, row).price_hourly_usd
 
     def _unavailable(self, pool: PoolConfig, obs: Observation) -> str | None:
         if pool.provider in self.providers or pool.provider in obs.blocked:

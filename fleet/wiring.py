@@ -107,6 +107,7 @@ def build_controller(config: Config, *, migrate: bool = True, providers: Mapping
         metrics=metrics or Metrics(),
     )
     log.debug(kv(event="wired", providers=",".join(parts.providers) or "none", migrate=migrate))
+    own_monotonic, boot = monotonic_for(clock)
     return Controller(config, parts.store, parts.providers, parts.signals, parts.metrics, clock=clock,
-                      holder=holder or default_holder(), monotonic=monotonic or monotonic_for(clock),
-                      renew_every_s=renew_every_s)
+                      holder=holder or default_holder(), monotonic=monotonic or own_monotonic,
+                      renew_every_s=renew_every_s, boot=boot)

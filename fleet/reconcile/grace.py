@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fleet.model import MachineState
+from fleet.model import LISTING_GRACE_S, MachineState
 from fleet.store.repo import MachineRow
-
-# A machine we created may take a moment to appear in an eventually consistent listing, and
-# a listing may miss a machine for a moment: one is closed only when missing this long.
-LISTING_GRACE_S = 60.0
 
 
 class ListingGrace:

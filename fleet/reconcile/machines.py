@@ -75,7 +75,8 @@ class MachineSync:
                                size=inst.size, region=inst.region,
                                price_hourly_usd=price_of(pool, self.providers[provider], inst),
                                token=inst.token, spot=inst.spot, created_at=created_at(inst, now), now=now,
-                               reason=reason)
+                               # billed for its age, counted on the wall clock the provider stamped it by
+                               reason=reason, accrued_from=self.billing() - (now - created_at(inst, now)))
         log.warning(kv(event="machine_adopted", pool=inst.pool, machine=inst.id, reason=reason))
 
     def _reopen(self, closed: MachineRow, inst: ProviderInstance, now: float) -> None:

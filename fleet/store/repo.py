@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, u
 from fleet.model import (
     FINAL_STATES,
     HAPPENED_STATUSES,
+    LISTING_GRACE_S,
     ActionKind,
     ActionStatus,
     ErrorKind,
@@ -89,6 +90,17 @@ class ActionRow:
                    created_at=_ts(r.created_at), error_kind=ErrorKind(r.error_kind) if r.error_kind else None)
 
 
+@dataclass(frozen=True)
+class BillingAnchor:
+    """The ledger's clock at an accrual: billed to `billed_to`, read at `wall_at` and, on the
+    host boot `boot`, at `monotonic_at`."""
+
+    billed_to: float
+    wall_at: float
+    monotonic_at: float
+    boot: str
+
+
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -133,7 +145,9 @@ class Store:
 
     def add_machine(self, *, provider: str, provider_id: str, pool: str, state: MachineState, size: str,
                     region: str, price_hourly_usd: float, token: str | None, spot: bool, created_at: float,
-                    now: float, reason: str) -> int:
+                    now: float, reason: str, accrued_from: float | None = None) -> int:
+        """A machine's row; it is billed from `accrued_from` (on the billing clock, fleet/clock.py),
+        else from `created_at`."""
         at = to_dt(now)
         with self._begin() as conn:
             inserted = conn.execute(insert(t.machines).values(
@@ -142,7 +156,8 @@ class Store:
                 created_at=to_dt(created_at), ready_at=at if state is MachineState.READY else None,
                 # found on its way out: its destroy is retried from now (TERMINATING has a timeout)
                 terminating_at=at if state is MachineState.TERMINATING else None,
-                state_changed_at=at, accrued_until=to_dt(created_at), destroy_attempts=0,
+                state_changed_at=at, accrued_until=to_dt(created_at if accrued_from is None else accrued_from),
+                destroy_attempts=0,
             )).inserted_primary_key
             assert inserted is not None
             machine_id = int(inserted[0])
@@ -221,6 +236,24 @@ class Store:
                 t.actions.c.status.in_((ActionStatus.FAILED.value, ActionStatus.LOST.value)),
                 t.actions.c.created_at >= to_dt(since))))
             return [ActionRow.of(r) for r in rows]
+
+    def recently_vanished(self, since: float) -> list[MachineRow]:
+        """Machines closed since `since` because the listing stopped showing them (never asked to
+        be destroyed): they may still run."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.machines).where(and_(
+                t.machines.c.state.in_(_FINAL), t.machines.c.terminating_at.is_(None),
+                t.machines.c.terminated_at >= to_dt(since))))
+            return [MachineRow.of(r) for r in rows]
+
+    def in_flight_creates(self, now: float) -> list[ActionRow]:
+        """Creates whose machines may exist unseen: pending ones (a crash, or another replica's
+        call in progress), and recent ones whose answer was lost or that failed in a way that
+        may have launched (transient, unclassified), for a listing's grace."""
+        grace = now - LISTING_GRACE_S
+        unknown = [a for a in self.unconfirmed_creates(grace)
+                   if a.status is ActionStatus.LOST or a.error_kind in (ErrorKind.TRANSIENT, ErrorKind.PROVIDER)]
+        return [a for a in self.pending_actions() if a.kind is ActionKind.CREATE] + unknown
 
     def mark_adopted(self, action_id: int, now: float, found: int) -> None:
         with self._begin() as conn:
@@ -382,8 +415,10 @@ class Store:
             for machine, until, min_seconds in charges:
                 start = machine.accrued_until
                 end = max(until, start)
-                if min_seconds is not None:
-                    end = max(end, machine.created_at + min_seconds)
+                if min_seconds is not None:  # its last charge: at least the provider's minimum in all
+                    billed = conn.execute(select(func.coalesce(func.sum(t.spend_ledger.c.seconds), 0.0)).where(
+                        t.spend_ledger.c.machine_id == machine.id)).scalar()
+                    end += max(0.0, min_seconds - float(billed or 0.0) - (end - start))
                 if end <= start:
                     continue
                 price = Decimal(str(machine.price_hourly_usd))
@@ -405,6 +440,22 @@ class Store:
                     cursor = stop
                 conn.execute(update(t.machines).where(t.machines.c.id == machine.id)
                              .values(accrued_until=to_dt(end)))
+
+    def billing_anchor(self, name: str = "ledger") -> BillingAnchor | None:
+        """Where the last accrual left the ledger's clock, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.billing_clock).where(t.billing_clock.c.name == name)).first()
+        if row is None:
+            return None
+        return BillingAnchor(_ts(row.billed_to), _ts(row.wall_at), float(row.monotonic_at), row.boot)
+
+    def save_billing_anchor(self, anchor: BillingAnchor, name: str = "ledger") -> None:
+        with self._begin() as conn:
+            key = t.billing_clock.c.name == name
+            values = {"billed_to": to_dt(anchor.billed_to), "wall_at": to_dt(anchor.wall_at),
+                      "monotonic_at": anchor.monotonic_at, "boot": anchor.boot}
+            if not conn.execute(update(t.billing_clock).where(key).values(**values)).rowcount:
+                conn.execute(insert(t.billing_clock).values(name=name, **values))
 
     def spend_since(self, since: float) -> dict[str, Decimal]:
         with self.engine.connect() as conn:

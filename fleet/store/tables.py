@@ -127,3 +127,14 @@ leases = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("epoch", Integer, nullable=False, server_default="0"),  # bumped by every takeover
 )
+
+# where the billing clock stood at the last accrual, on the billing and the wall clock
+billing_clock = Table(
+    "billing_clock",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("billed_to", DateTime(timezone=True), nullable=False),
+    Column("wall_at", DateTime(timezone=True), nullable=False),
+    Column("monotonic_at", Float, nullable=False),
+    Column("boot", String(128), nullable=False),  # the host's boot: its monotonic clock is comparable
+)
