@@ -156,11 +156,11 @@ def _database(config: Config, network: bool) -> Iterator[Problem]:
     try:
         url = make_url(url_text)
         dialect = url.get_dialect()
+    except NoSuchModuleError:  # an ArgumentError: first
+        yield Problem(DB, ProblemCode.DB_DRIVER, f"no SQLAlchemy dialect or driver {url_text.partition(':')[0]!r}")
+        return
     except (ArgumentError, ValueError) as exc:
         yield Problem(DB, ProblemCode.DB_URL, f"not a database URL SQLAlchemy reads: {_first_line(exc)}")
-        return
-    except NoSuchModuleError:
-        yield Problem(DB, ProblemCode.DB_DRIVER, f"no SQLAlchemy dialect for {url_text.partition(':')[0]!r}")
         return
     try:
         dialect.import_dbapi()

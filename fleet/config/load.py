@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from fleet.config.errors import ConfigError, loc_to_path, message
 from fleet.config.root import Config
 
-
 _CONTAINER = ("dict_type", "model_type", "list_type", "tuple_type", "model_attributes_type")
 
 
