@@ -337,11 +337,16 @@ def _store(cfg: Config) -> Store:
 @_guarded
 def db_upgrade(config: ConfigOpt, revision: Annotated[str, typer.Option("--revision")] = "head") -> None:
     """Apply Alembic migrations up to `revision`."""
+    from alembic.util import CommandError
+
     cfg = _config(config)
     try:
         upgrade(make_engine(cfg.fleet.database_url), revision)
     except SQLAlchemyError as exc:
         err.print(f"error: database: {str(exc).splitlines()[0]}", markup=False)
+        raise typer.Exit(1) from None
+    except CommandError as exc:  # an unknown --revision
+        err.print(f"error: --revision {revision}: {str(exc).splitlines()[0]}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
     out.print(f"database upgraded to {revision}")
 
