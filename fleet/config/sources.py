@@ -14,10 +14,10 @@ from fleet.config.base import (
     ConfigPath,
     Headers,
     HttpUrl,
+    PositiveFloat,
     ReadSeconds,
     RedisUrl,
     Strict,
-    WindowSeconds,
 )
 
 
@@ -31,7 +31,7 @@ class FileSource(Strict):
     path: ConfigPath
     key: str
     # a file not rewritten for this long is missing (its writer died); unset: any age
-    max_age_s: WindowSeconds | None = None
+    max_age_s: PositiveFloat | None = None  # an age is compared, never added to a time: any finite bound
 
 
 class PrometheusSource(Strict):
@@ -54,7 +54,7 @@ class PrometheusSource(Strict):
     selector: dict[str, str] = Field(default_factory=dict)  # label matchers for presets
     token_env: str | None = None
     headers: Headers = Field(default_factory=dict)
-    max_age_s: WindowSeconds = 120.0
+    max_age_s: PositiveFloat = 120.0  # compared with a sample's age only
     timeout_s: ReadSeconds = 5.0
     # the queue_wait presets' rate() window (default 60 s): at least twice the scrape interval,
     # or rate() has one sample and the reading is always missing
