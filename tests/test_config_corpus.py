@@ -305,6 +305,8 @@ CASES = [
     Case("do-token-missing", "endpoint", lambda w: do(lambda w: w.do_url)(w).replace(
         "FLEET_CORPUS_DO_TOKEN", "FLEET_CORPUS_NO_SUCH_TOKEN"), "providers.digitalocean.token_env",
         code="provider"),
+    Case("do-token-env-nul", "endpoint", lambda w: do(lambda w: w.do_url)(w).replace(
+        '"FLEET_CORPUS_DO_TOKEN"', '"A\\u0000B"'), "providers.digitalocean.token_env"),
     Case("aws-region-typo", "endpoint", aws("us-east1"), "providers.aws.region"),
     Case("aws-region-zone", "endpoint", aws("us-east-1a"), "providers.aws.region"),
     Case("aws-region-empty", "endpoint", aws(""), "providers.aws.region"),
@@ -330,6 +332,8 @@ CASES = [
     Case("header-newline", "source", source('{ type = "http_json", url = "http://127.0.0.1/a", path = "a", '
                                             'headers = { "X-A" = "b\\r\\nX-Evil: 1" } }'),
          "pools[0].signals[0].source.headers"),
+    Case("token-env-space", "source", source('{ type = "http_json", url = "http://127.0.0.1/a", path = "a", '
+                                             'token_env = "MY TOKEN" }'), "pools[0].signals[0].source.token_env"),
     Case("sqs-region", "source", source('{ type = "sqs", queue_url = "http://127.0.0.1:1/q", region = "mars" }'),
          "pools[0].signals[0].source.region"),
     Case("signal-file-fifo", "source", with_file("s.fifo", None, source('{ type = "file", path = "s.fifo", '

@@ -51,6 +51,8 @@ PriceUsd = Annotated[float, Field(gt=0, le=MAX_PRICE_USD, allow_inf_nan=False)]
 CapUsd = Annotated[float, Field(gt=0, le=MAX_CAP_USD, allow_inf_nan=False)]
 MachineCount = Annotated[int, Field(ge=0, le=MAX_MACHINES)]
 DbName = Annotated[str, Field(min_length=1, max_length=MAX_DB_TEXT)]
+# the name of an environment variable (a NUL or "=" in it makes os.environ raise)
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)]
 
 # an AWS region: us-east-1, ap-southeast-5, us-gov-west-1, cn-north-1 (never a zone: us-east-1a)
 AWS_REGION = r"^[a-z]{2,4}(-[a-z]+)+-\d{1,2}$"

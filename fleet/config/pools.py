@@ -17,6 +17,7 @@ from fleet.config.base import (
     CapUsd,
     ConfigPath,
     DbName,
+    EnvName,
     Headers,
     HttpUrl,
     MachineCount,
@@ -64,7 +65,7 @@ class MachineWorkConfig(Strict):
     # set: a busy machine chosen for removal is drained instead of kept (tagged fleet-draining for
     # your load balancer, no longer capacity) and destroyed once it reads idle or after this long
     drain_timeout_s: WindowSeconds | None = None
-    token_env: str | None = None
+    token_env: EnvName | None = None
     headers: Headers = Field(default_factory=dict)
     timeout_s: ReadSeconds = 5.0
 

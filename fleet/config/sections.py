@@ -13,6 +13,7 @@ from fleet.config.base import (
     MAX_MACHINES,
     NAME_PATTERN,
     CapUsd,
+    EnvName,
     HttpUrl,
     NonNegWindowSeconds,
     PriceUsd,
@@ -78,7 +79,7 @@ class SimulatedProviderConfig(Strict):
 
 
 class DigitalOceanProviderConfig(Strict):
-    token_env: str = "DIGITALOCEAN_TOKEN"
+    token_env: EnvName = "DIGITALOCEAN_TOKEN"
     api_url: HttpUrl = "https://api.digitalocean.com"
     timeout_s: ReadSeconds = 30.0
     capacity_miss_ttl_s: NonNegWindowSeconds = 300.0

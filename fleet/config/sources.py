@@ -12,6 +12,7 @@ from fleet.config.base import (
     LABEL_NAME,
     AmqpUrl,
     ConfigPath,
+    EnvName,
     Headers,
     HttpUrl,
     PositiveFloat,
@@ -52,7 +53,7 @@ class PrometheusSource(Strict):
         | None
     ) = None
     selector: dict[str, str] = Field(default_factory=dict)  # label matchers for presets
-    token_env: str | None = None
+    token_env: EnvName | None = None
     headers: Headers = Field(default_factory=dict)
     max_age_s: PositiveFloat = 120.0  # compared with a sample's age only
     timeout_s: ReadSeconds = 5.0
@@ -80,7 +81,7 @@ class RedisSource(Strict):
     key: str
     mode: Literal["auto", "list", "stream", "group"] = "auto"
     group: str | None = None  # consumer group, for mode "group"
-    password_env: str | None = None
+    password_env: EnvName | None = None
     timeout_s: ReadSeconds = 2.0
 
     @model_validator(mode="after")
@@ -96,7 +97,7 @@ class RabbitMQSource(Strict):
     queue: str
     include_unacked: bool = False
     management_url: HttpUrl | None = None  # read over the management HTTP API instead of AMQP
-    password_env: str | None = None
+    password_env: EnvName | None = None
     timeout_s: ReadSeconds = 3.0
 
     @model_validator(mode="after")
@@ -121,7 +122,7 @@ class HttpJsonSource(Strict):
     url: HttpUrl
     path: str  # dotted path to the number, e.g. "queues.imagegen.depth"
     headers: Headers = Field(default_factory=dict)
-    token_env: str | None = None
+    token_env: EnvName | None = None
     timeout_s: ReadSeconds = 5.0
 
 
