@@ -172,3 +172,19 @@ def test_real_process_refuses_within_a_time_and_memory_bound(tmp_path: Path, nam
                             preexec_fn=_limit_memory)
     assert result.returncode == 1 and expect in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_trace_that_is_not_a_file_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    # a FIFO blocked the replay for ever, /dev/zero read without end
+    path = tmp_path / "t.csv"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path = Path("/dev/zero")
+    with pytest.raises(TraceError, match="cannot read the trace"):
+        load_trace(path)
+    result = simulate("--trace", str(path))
+    assert result.exit_code == 1 and "cannot read the trace" in result.stderr, result.output

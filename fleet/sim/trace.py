@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import stat
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def detect_format(path: Path) -> str:
         return "mooncake"
     try:
         with path.open(encoding="utf-8", newline="") as fh:
-            header = fh.readline()
+            header = fh.readline(MAX_LINE)
     except (OSError, UnicodeDecodeError) as exc:
         raise TraceError(f"{path}: cannot read the trace: {exc}") from exc
     if header.lstrip().startswith("{"):
@@ -118,6 +119,7 @@ def load_trace(path: str | Path, fmt: str = "auto", sim: SimulationSettings | No
     sim = sim or SimulationSettings()
     if fmt not in FORMATS:
         raise TraceError(f"{path}: unknown trace format {fmt!r} (one of {', '.join(FORMATS)})")
+    _regular_file(path)
     if fmt == "auto":
         fmt = detect_format(path)
     try:
@@ -141,6 +143,18 @@ def load_trace(path: str | Path, fmt: str = "auto", sim: SimulationSettings | No
 
 
 Row = tuple[int, float, float]  # (line number, arrival, service)
+
+
+def _regular_file(path: Path) -> None:
+    """A FIFO would block the replay, a device (/dev/zero) never end; a trace is read twice
+    (its format, then its rows), so it must be a file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        what = "a directory" if stat.S_ISDIR(mode) else "a FIFO or pipe" if stat.S_ISFIFO(mode) else "not a file"
+        raise TraceError(f"{path}: cannot read the trace: {what} (give a regular file; a trace is read twice)")
 
 
 def _collect(rows: Iterator[Row], path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
