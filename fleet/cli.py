@@ -91,9 +91,9 @@ def _config(path: Path) -> Config:
         raise typer.Exit(1) from None
 
 
-def _gate(cfg: Config, *, network: bool, port: bool) -> None:
+def _gate(cfg: Config, *, network: bool, port: bool, store: bool = True) -> None:
     """`fleet check`'s checks of what the config points at, at the start of `run` and `plan`."""
-    problems = preflight(cfg, network=network, port=port)
+    problems = preflight(cfg, network=network, port=port, store=store)
     if problems:
         _print_problems(cfg.source_path or Path("<config>"), [str(p) for p in problems])
         raise typer.Exit(1)
@@ -169,7 +169,7 @@ def plan(config: ConfigOpt, output: Annotated[Output, typer.Option("--output", "
     """One dry-run tick: observe and decide, change nothing."""
     _setup_logging()
     cfg = _config(config)
-    _gate(cfg, network=False, port=False)
+    _gate(cfg, network=False, port=False, store=False)  # a dry run opens the store its own way
     _log_warnings(cfg)
     result = _controller(cfg, migrate=False).tick(dry_run=True)
     if output is Output.json:

@@ -63,10 +63,11 @@ class Problem:
         return f"{self.path}: {self.message} [{self.code}]"
 
 
-def preflight(config: Config, *, network: bool = True, port: bool = True) -> list[Problem]:
+def preflight(config: Config, *, network: bool = True, port: bool = True, store: bool = True) -> list[Problem]:
     """Every problem found, in file order; `network` probes the database and endpoints, `port`
-    tries to listen on the metrics port (`fleet run` serves it; `fleet run --once` does not)."""
-    problems = [*_database(config, network)]
+    tries to listen on the metrics port (`fleet run` serves it; `fleet run --once` does not),
+    `store` checks the database (`fleet plan` writes none, and reads a missing one as empty)."""
+    problems = [*_database(config, network)] if store else []
     if port:
         problems += _metrics_port(config)
     problems += _files(config)
