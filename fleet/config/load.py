@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from fleet.config.errors import ConfigError, loc_to_path, message
 from fleet.config.root import Config
 
+MAX_PROBLEMS = 50  # printed: past that, the file is not a config with a few mistakes
 _CONTAINER = ("dict_type", "model_type", "list_type", "tuple_type", "model_attributes_type")
 
 
@@ -24,7 +25,10 @@ def parse_config(data: dict[str, Any], source: Path | str = "<config>", base_dir
         scalar = {path for path, err in errors if err["type"] not in _CONTAINER}
         problems = [f"{source}: {path}: {message(err)}" for path, err in errors
                     if not (err["type"] in _CONTAINER and path in scalar)]
-        raise ConfigError(sorted(set(problems), key=problems.index)) from None
+        unique = list(dict.fromkeys(problems))  # in order, once each (a sort by index was quadratic)
+        if len(unique) > MAX_PROBLEMS:
+            unique = [*unique[:MAX_PROBLEMS], f"{source}: ... and {len(unique) - MAX_PROBLEMS} more problems"]
+        raise ConfigError(unique) from None
     return cfg.model_copy(update={"source_path": Path(source) if not isinstance(source, Path) else source})
 
 

@@ -91,8 +91,8 @@ class MachineWorkConfig(Strict):
 class PoolConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     provider: str
-    size: tuple[DbName, ...]
-    region: tuple[DbName, ...] = ()
+    size: Annotated[tuple[DbName, ...], Field(max_length=64)]
+    region: Annotated[tuple[DbName, ...], Field(max_length=64)] = ()
     price_hourly_usd: PriceUsd | dict[str, PriceUsd] | None = None
     min: MachineCount = 0
     max: MachineCount
@@ -110,7 +110,7 @@ class PoolConfig(Strict):
     # Latency-aware policy (issue 6): when set, the pool is sized to start work within this budget.
     latency_budget_s: Annotated[float, Field(gt=0, le=DAY, allow_inf_nan=False)] | None = None
     slots_per_machine: int = Field(default=1, ge=1, le=MAX_SLOTS)
-    signals: tuple[SignalConfig, ...] = ()
+    signals: Annotated[tuple[SignalConfig, ...], Field(max_length=64)] = ()
     machine_work: MachineWorkConfig | None = None  # per-machine work: scale-down removes idle machines only
     simulation: SimulationSettings = SimulationSettings()
     # DigitalOcean
