@@ -71,7 +71,7 @@ def _guarded(command: F) -> F:
         except KeyboardInterrupt:
             err.print(f"fleet {command.__name__}: interrupted", highlight=False, markup=False)
             raise typer.Exit(130) from None
-        except (Exception, RecursionError) as exc:  # noqa: BLE001 - the last line of defence
+        except Exception as exc:  # the last line of defence (RecursionError and MemoryError too)
             if os.environ.get("FLEET_LOG_LEVEL", "").lower() == "debug":
                 traceback.print_exc()
             first = (str(exc).strip().splitlines() or [""])[0][:300]

@@ -254,3 +254,20 @@ def test_an_unknown_revision_is_one_line(demo):
     result = fleet("db", "upgrade", "--config", "config.example.toml", "--revision", "nonsense", cwd=demo)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "--revision nonsense" in result.stderr
+
+
+def test_an_unforeseen_error_is_one_line_with_exit_2(capsys, monkeypatch):
+    # issue 21 item 9: no traceback for any input, in any command: every command is wrapped so
+    import typer
+
+    from fleet.cli import _guarded
+
+    @_guarded
+    def explode() -> None:
+        raise RecursionError("maximum recursion depth exceeded\nwhile calling a Python object")
+
+    monkeypatch.setenv("FLEET_LOG_LEVEL", "WARNING")
+    with pytest.raises(typer.Exit) as exit_:
+        explode()
+    assert exit_.value.exit_code == 2
+    assert capsys.readouterr().err == "error: fleet explode failed: RecursionError: maximum recursion depth exceeded\n"
