@@ -267,7 +267,7 @@ def _metrics_port(config: Config) -> Iterator[Problem]:
         return
     try:
         infos = socket.getaddrinfo(fleet.metrics_host, fleet.metrics_port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:  # ValueError: a NUL in the name
         yield Problem("fleet.metrics_host", ProblemCode.HOST_UNUSABLE,
                       f"cannot resolve {fleet.metrics_host!r}: {getattr(exc, 'strerror', None) or exc}")
         return

@@ -353,6 +353,8 @@ CASES = [
     # ------------------------------------------------ ports and hosts
     Case("port-taken", "port", lambda w: base("metrics_port = 0", f"metrics_port = {w.taken_port}")(w),
          "fleet.metrics_port", code="port_in_use", once_ok=True, subprocess=True),
+    Case("host-nul", "port", base("metrics_port = 0", 'metrics_port = 9\nmetrics_host = "a\\u0000b"'),
+         "fleet.metrics_host", code="host_unusable", once_ok=True),
     Case("host-not-local", "port", base("metrics_port = 0", 'metrics_port = 9\nmetrics_host = "10.255.255.1"'),
          "fleet.metrics_host", code="host_unusable", once_ok=True),
     # ------------------------------------------------ names and cross-checks
