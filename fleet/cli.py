@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from fleet.cloud import WiringError, build_providers, price_problems
+from fleet.cloud import WiringError, price_problems
 from fleet.config import Config, ConfigError, ConfigWarning, load_config
 from fleet.controller import Controller
 from fleet.model import MachineState, PoolPlan, TickResult
+from fleet.preflight import Problem, preflight
 from fleet.render import plan_json, pool_plan_json
 from fleet.store.db import SchemaOutOfDate, make_engine, upgrade
 from fleet.store.repo import MachineRow, Store, month_start, to_dt, to_ts
@@ -51,13 +55,53 @@ def _setup_logging() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(command: F) -> F:
+    """No traceback for any input: what a command did not foresee is one line naming the
+    command and the error (exit 2); FLEET_LOG_LEVEL=debug adds the traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            err.print(f"fleet {command.__name__}: interrupted", highlight=False, markup=False)
+            raise typer.Exit(130) from None
+        except Exception as exc:  # the last line of defence (RecursionError and MemoryError too)
+            if os.environ.get("FLEET_LOG_LEVEL", "").lower() == "debug":
+                traceback.print_exc()
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            err.print(f"error: fleet {command.__name__.replace('_', ' ')} failed: {type(exc).__name__}: {first}",
+                      highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _config(path: Path) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[red]error[/red] {escape(problem)}", highlight=False, markup=True)
+            err.print(f"[red]error[/red] {escape(problem)}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def _gate(cfg: Config, *, network: bool, port: bool, store: bool = True) -> None:
+    """`fleet check`'s checks of what the config points at, at the start of `run` and `plan`."""
+    problems = preflight(cfg, network=network, port=port, store=store)
+    if problems:
+        _print_problems(cfg.source_path or Path("<config>"), [str(p) for p in problems])
+        raise typer.Exit(1)
+
+
+def _print_problems(config: Path, problems: Sequence[str | Problem]) -> None:
+    for problem in problems:
+        err.print(f"error {config}: {problem}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _log_warnings(cfg: Config) -> None:
@@ -89,28 +133,25 @@ def _controller(cfg: Config, migrate: bool = True) -> Controller:
 
 
 StrictOpt = Annotated[bool, typer.Option("--strict", help="A key set that has no effect is an error, not a warning.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Connect to nothing: skip the database and "
+                                                            "endpoint probes.")]
 
 
 @app.command()
-def check(config: ConfigOpt, strict: StrictOpt = False) -> None:
-    """Validate a config: exit 0, or 1 with every error (key path and file).  Keys that are set
-    and have no effect where they stand are warnings (errors with --strict)."""
+@_guarded
+def check(config: ConfigOpt, strict: StrictOpt = False, offline: OfflineOpt = False) -> None:
+    """Validate a config and what it points at (files, database, port, providers, endpoints):
+    exit 0, or 1 with every error (key path and file).  Keys that are set and have no effect
+    where they stand are warnings (errors with --strict)."""
     cfg = _config(config)
-    problems = []
-    try:
-        providers = build_providers(cfg, clock=lambda: 0.0)
-    except WiringError as exc:
-        problems.append(str(exc))
-        providers = {}
-    problems += price_problems(cfg, providers)
+    problems: list[str | Problem] = [*preflight(cfg, network=not offline, port=True)]
     warnings = cfg.warnings()
     if strict:
         problems += [str(w) for w in warnings]
     else:
         _print_warnings(config, warnings)
     if problems:
-        for problem in problems:
-            err.print(f"error {config}: {problem}", highlight=False, markup=False, soft_wrap=True)
+        _print_problems(config, problems)
         raise typer.Exit(1)
     noted = f"; {len(warnings)} warning(s)" if warnings else ""
     out.print(f"{config}: ok ({len(cfg.pools)} pool(s): {', '.join(p.name for p in cfg.pools) or 'none'}{noted})",
@@ -123,10 +164,12 @@ def _print_warnings(config: Path, warnings: Sequence[ConfigWarning]) -> None:
 
 
 @app.command()
+@_guarded
 def plan(config: ConfigOpt, output: Annotated[Output, typer.Option("--output", "-o")] = Output.table) -> None:
     """One dry-run tick: observe and decide, change nothing."""
     _setup_logging()
     cfg = _config(config)
+    _gate(cfg, network=False, port=False, store=False)  # a dry run opens the store its own way
     _log_warnings(cfg)
     result = _controller(cfg, migrate=False).tick(dry_run=True)
     if output is Output.json:
@@ -170,11 +213,13 @@ def _pool_details(p: PoolPlan, j: dict[str, Any]) -> list[str]:
 
 
 @app.command()
+@_guarded
 def run(config: ConfigOpt, once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False
         ) -> None:
     """The long-lived service (or one tick with --once)."""
     _setup_logging()
     cfg = _config(config)
+    _gate(cfg, network=True, port=not once)  # --once serves no /metrics
     _log_warnings(cfg)
     controller = _controller(cfg)
     if once:
@@ -201,6 +246,7 @@ class PoolStatus(TypedDict):
 
 
 @app.command()
+@_guarded
 def status(config: ConfigOpt, output: Annotated[Output, typer.Option("--output", "-o")] = Output.table) -> None:
     """Pools, machines by state, burn rate, month-to-date spend (from the database)."""
     cfg = _config(config)
@@ -248,6 +294,7 @@ def _print_status(fleet: str, pools: list[PoolStatus]) -> None:
 
 
 @app.command()
+@_guarded
 def history(config: ConfigOpt, pool: Annotated[str | None, typer.Option("--pool")] = None,
             limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
             output: Annotated[Output, typer.Option("--output", "-o")] = Output.table) -> None:
@@ -287,13 +334,19 @@ def _store(cfg: Config) -> Store:
 
 
 @db_app.command("upgrade")
+@_guarded
 def db_upgrade(config: ConfigOpt, revision: Annotated[str, typer.Option("--revision")] = "head") -> None:
     """Apply Alembic migrations up to `revision`."""
+    from alembic.util import CommandError
+
     cfg = _config(config)
     try:
         upgrade(make_engine(cfg.fleet.database_url), revision)
     except SQLAlchemyError as exc:
         err.print(f"error: database: {str(exc).splitlines()[0]}", markup=False)
+        raise typer.Exit(1) from None
+    except CommandError as exc:  # an unknown --revision
+        err.print(f"error: --revision {revision}: {str(exc).splitlines()[0]}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
     out.print(f"database upgraded to {revision}")
 
@@ -303,14 +356,18 @@ def _register_simulate() -> None:
         from fleet.sim.command import simulate
     except ImportError:
         return
-    app.command("simulate")(simulate)
+    app.command("simulate")(_guarded(simulate))
 
 
 _register_simulate()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a command (while importing, parsing options)
+        err.print("fleet: interrupted", highlight=False, markup=False)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

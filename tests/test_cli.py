@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -222,3 +223,51 @@ def test_plan_and_run_log_each_key_without_effect_at_start(demo):
         assert [(path, code) for path, code in UNUSED
                 if any(f"path={path} code={code} " in line for line in logged)] == UNUSED, logged
         assert all(" WARNING " in line for line in logged)
+
+
+def test_check_offline_connects_to_nothing(demo):
+    # issue 21 item 9: check probes the database; --offline leaves the network alone
+    port = free_port()
+    cfg = demo / "config.example.toml"
+    cfg.write_text(cfg.read_text().replace('database_url = "sqlite:///fleet.db"',
+                                           f'database_url = "postgresql+psycopg://u@127.0.0.1:{port}/x"'))
+    online = fleet("check", "--config", "config.example.toml", cwd=demo)
+    assert online.returncode == 1 and "fleet.database_url: cannot open the database" in online.stderr
+    assert online.stderr.rstrip().endswith("[db_unreachable]") and "Traceback" not in online.stderr
+    offline = fleet("check", "--offline", "--config", "config.example.toml", cwd=demo)
+    assert offline.returncode == 0, offline.stderr
+
+
+def test_run_refuses_a_taken_metrics_port_before_it_serves(demo):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = demo / "config.example.toml"
+        cfg.write_text(cfg.read_text().replace("metrics_port = 9464", f"metrics_port = {taken.getsockname()[1]}"))
+        result = fleet("run", "--config", "config.example.toml", cwd=demo, timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "fleet.metrics_port:" in result.stderr and result.stderr.rstrip().endswith("[port_in_use]")
+    assert not (demo / "fleet.db").exists()  # refused before the store was opened
+
+
+def test_an_unknown_revision_is_one_line(demo):
+    result = fleet("db", "upgrade", "--config", "config.example.toml", "--revision", "nonsense", cwd=demo)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "--revision nonsense" in result.stderr
+
+
+def test_an_unforeseen_error_is_one_line_with_exit_2(capsys, monkeypatch):
+    # issue 21 item 9: no traceback for any input, in any command: every command is wrapped so
+    import typer
+
+    from fleet.cli import _guarded
+
+    @_guarded
+    def explode() -> None:
+        raise RecursionError("maximum recursion depth exceeded\nwhile calling a Python object")
+
+    monkeypatch.setenv("FLEET_LOG_LEVEL", "WARNING")
+    with pytest.raises(typer.Exit) as exit_:
+        explode()
+    assert exit_.value.exit_code == 2
+    assert capsys.readouterr().err == "error: fleet explode failed: RecursionError: maximum recursion depth exceeded\n"

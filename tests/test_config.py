@@ -264,3 +264,49 @@ def test_the_shipped_configs_set_no_key_without_effect(name):
     from fleet.config import load_config
 
     assert load_config(Path(__file__).resolve().parents[1] / name).warnings() == ()
+
+
+def _numbers(schema: dict, defs: dict, path: str = "") -> list[tuple[str, dict]]:
+    """Every number or integer in a JSON schema, with its key path (union branches and $refs followed)."""
+    if "$ref" in schema:
+        return _numbers(defs[schema["$ref"].rsplit("/", 1)[1]], defs, path)
+    out = []
+    if schema.get("type") in ("number", "integer"):
+        out.append((path, schema))
+    for branch in schema.get("anyOf", []) + schema.get("oneOf", []):
+        out += _numbers(branch, defs, path)
+    for name, sub in schema.get("properties", {}).items():
+        out += _numbers(sub, defs, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            out += _numbers(schema[key], defs, f"{path}[]")
+    if "discriminator" in schema:
+        for ref in schema["discriminator"].get("mapping", {}).values():
+            out += _numbers({"$ref": ref}, defs, path)
+    return out
+
+
+def test_every_number_in_the_config_is_bounded_above():
+    # issue 21 item 5: a time, window, price or count with no upper bound overflows later (a
+    # timestamp, the ledger's Numeric(16, 6), a 32-bit column): each has one, in fleet/config/base.py
+    from fleet.config import Config
+
+    schema = Config.model_json_schema()
+    numbers = _numbers(schema, schema.get("$defs", {}))
+    assert len(numbers) > 60
+    unbounded = sorted({p for p, s in numbers if "maximum" not in s and "exclusiveMaximum" not in s})
+    assert unbounded == [], unbounded
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("fleet", "lease_seconds", 1e300), ("fleet", "decisions_retention_days", 1_000_000),
+    ("fleet", "tick_seconds", 1e300), ("pool", "scale_down_stabilization_s", 1e300),
+    ("pool", "price_hourly_usd", 1e300), ("pool", "max", 2**31), ("pool", "max_boot_seconds", float("inf")),
+])
+def test_time_window_and_price_keys_are_bounded(section, key, value):
+    data = _data()
+    (data["fleet"] if section == "fleet" else data["pools"][0])[key] = value
+    where = f"fleet.{key}" if section == "fleet" else f"pools[0].{key}"
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, source="c.toml")
+    assert any(p.startswith(f"c.toml: {where}: must be") for p in err.value.problems), err.value.problems

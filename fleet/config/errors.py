@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -59,6 +60,9 @@ def message(err: Mapping[str, Any]) -> str:
     msg = re.sub(r"^Value error, ", "", err["msg"])
     if err["type"] == "extra_forbidden":
         return "unknown key (check its spelling)"
+    value = err.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
     if err["type"] in _BOUNDS:
         op, key = _BOUNDS[err["type"]]
         bound = err["ctx"][key]

@@ -7,18 +7,38 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from fleet.config.base import LABEL_NAME, NAME_PATTERN, ConfigPath, NonNegFloat, PositiveFloat, Strict
+from fleet.config.base import (
+    DAY,
+    HOUR,
+    LABEL_NAME,
+    MAX_MACHINES,
+    MAX_SLOTS,
+    NAME_PATTERN,
+    CapUsd,
+    ConfigPath,
+    DbName,
+    EnvName,
+    Headers,
+    HttpUrl,
+    MachineCount,
+    NonNegWindowSeconds,
+    PriceUsd,
+    ReadSeconds,
+    Strict,
+    WindowSeconds,
+)
 from fleet.config.signals import SignalConfig
 
 
 class SimulationSettings(Strict):
     """Only `fleet simulate` reads these: how trace tokens become GPU seconds."""
 
-    t0_s: NonNegFloat = 0.05
-    prefill_tps: PositiveFloat = 8000.0
-    decode_tps: PositiveFloat = 60.0
-    signal_lag_s: NonNegFloat = 0.0
-    boot_jitter_s: NonNegFloat = 0.0  # boot time drawn from boot_seconds ± jitter
+    t0_s: Annotated[float, Field(ge=0, le=HOUR, allow_inf_nan=False)] = 0.05
+    # tokens a second: below 1e-3 a token-count trace's requests last for years
+    prefill_tps: Annotated[float, Field(ge=1e-3, le=1e9, allow_inf_nan=False)] = 8000.0
+    decode_tps: Annotated[float, Field(ge=1e-3, le=1e9, allow_inf_nan=False)] = 60.0
+    signal_lag_s: Annotated[float, Field(ge=0, le=HOUR, allow_inf_nan=False)] = 0.0
+    boot_jitter_s: Annotated[float, Field(ge=0, le=DAY, allow_inf_nan=False)] = 0.0  # boot_seconds ± jitter
 
 
 AWS_KEYS = ("subnets", "launch_template", "security_groups", "key_name", "capacity", "spot_fallback",
@@ -33,7 +53,7 @@ class MachineWorkConfig(Strict):
     """Work on each machine, from one Prometheus query giving one series per machine, so a
     scale-down removes only idle machines (and the busy ones finish their work)."""
 
-    url: str
+    url: HttpUrl
     query: str | None = None
     preset: Literal["vllm", "dcgm"] | None = None
     selector: dict[str, str] = Field(default_factory=dict)  # label matchers for presets
@@ -41,13 +61,13 @@ class MachineWorkConfig(Strict):
     match: Literal["private_ip", "public_ip", "name", "id"] = "private_ip"  # what the label holds
     # a machine the query (answering for others) has shown no series for this long serves
     # nothing (a crashed server's series go stale): it counts as idle
-    unread_idle_after_s: PositiveFloat = 900.0
+    unread_idle_after_s: WindowSeconds = 900.0
     # set: a busy machine chosen for removal is drained instead of kept (tagged fleet-draining for
     # your load balancer, no longer capacity) and destroyed once it reads idle or after this long
-    drain_timeout_s: PositiveFloat | None = None
-    token_env: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: PositiveFloat = 5.0
+    drain_timeout_s: WindowSeconds | None = None
+    token_env: EnvName | None = None
+    headers: Headers = Field(default_factory=dict)
+    timeout_s: ReadSeconds = 5.0
 
     @model_validator(mode="after")
     def _query_or_preset(self) -> MachineWorkConfig:
@@ -71,25 +91,26 @@ class MachineWorkConfig(Strict):
 class PoolConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     provider: str
-    size: tuple[str, ...]
-    region: tuple[str, ...] = ()
-    price_hourly_usd: PositiveFloat | dict[str, PositiveFloat] | None = None
-    min: int = Field(default=0, ge=0)
-    max: int = Field(ge=0)
-    max_hourly_usd: PositiveFloat | None = None
-    boot_seconds: PositiveFloat = 180.0
-    max_boot_seconds: PositiveFloat = 900.0
-    scale_up_cooldown_s: NonNegFloat = 30.0
-    scale_down_cooldown_s: NonNegFloat = 300.0
-    scale_down_stabilization_s: NonNegFloat = 300.0
-    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    max_step_up: int = Field(default=4, ge=1)  # at most max(max_step_up, current × step %) up per tick
-    max_step_up_percent: NonNegFloat = 100.0
-    destroy_timeout_s: PositiveFloat = 600.0
+    size: Annotated[tuple[DbName, ...], Field(max_length=64)]
+    region: Annotated[tuple[DbName, ...], Field(max_length=64)] = ()
+    price_hourly_usd: PriceUsd | dict[str, PriceUsd] | None = None
+    min: MachineCount = 0
+    max: MachineCount
+    max_hourly_usd: CapUsd | None = None
+    boot_seconds: WindowSeconds = 180.0
+    max_boot_seconds: WindowSeconds = 900.0
+    scale_up_cooldown_s: NonNegWindowSeconds = 30.0
+    scale_down_cooldown_s: NonNegWindowSeconds = 300.0
+    scale_down_stabilization_s: NonNegWindowSeconds = 300.0
+    tolerance: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.1
+    # at most max(max_step_up, current × step %) up per tick
+    max_step_up: int = Field(default=4, ge=1, le=MAX_MACHINES)
+    max_step_up_percent: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] = 100.0
+    destroy_timeout_s: WindowSeconds = 600.0
     # Latency-aware policy (issue 6): when set, the pool is sized to start work within this budget.
-    latency_budget_s: PositiveFloat | None = None
-    slots_per_machine: int = Field(default=1, ge=1)
-    signals: tuple[SignalConfig, ...] = ()
+    latency_budget_s: Annotated[float, Field(gt=0, le=DAY, allow_inf_nan=False)] | None = None
+    slots_per_machine: int = Field(default=1, ge=1, le=MAX_SLOTS)
+    signals: Annotated[tuple[SignalConfig, ...], Field(max_length=64)] = ()
     machine_work: MachineWorkConfig | None = None  # per-machine work: scale-down removes idle machines only
     simulation: SimulationSettings = SimulationSettings()
     # DigitalOcean

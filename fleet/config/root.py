@@ -16,7 +16,7 @@ class Config(Strict):
     fleet: FleetSection
     budget: BudgetSection = BudgetSection()
     providers: ProvidersSection = ProvidersSection()
-    pools: tuple[PoolConfig, ...] = ()
+    pools: tuple[PoolConfig, ...] = Field(default=(), max_length=1000)
     source_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from fleet.config.base import PositiveFloat, Strict
+from fleet.config.base import PositiveFloat, Strict, WindowSeconds
 from fleet.config.sources import SourceConfig
 
 # The Prometheus presets each read one kind of quantity: a preset under a signal of another kind
@@ -49,7 +49,7 @@ class GpuUtilizationSignal(Signal):
 
     kind: Literal["gpu_utilization"]
     name: str | None = None
-    target: Annotated[float, Field(gt=0, le=1)] | None = None
+    target: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
     source: SourceConfig
 
 
@@ -58,8 +58,8 @@ class BacklogSecondsSignal(Signal):
 
     kind: Literal["backlog_seconds"]
     name: str | None = None
-    seconds_per_item: PositiveFloat
-    drain_seconds: PositiveFloat
+    seconds_per_item: WindowSeconds
+    drain_seconds: WindowSeconds
     source: SourceConfig
     in_flight_source: SourceConfig | None = None
 
@@ -69,7 +69,7 @@ class MemoryPressureSignal(Signal):
 
     kind: Literal["memory_pressure"]
     name: str | None = None
-    target: Annotated[float, Field(gt=0, le=1)]
+    target: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
     source: SourceConfig
 
 

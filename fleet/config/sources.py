@@ -7,12 +7,24 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from fleet.config.base import LABEL_NAME, ConfigPath, PositiveFloat, Strict
+from fleet.config.base import (
+    AWS_REGION,
+    LABEL_NAME,
+    AmqpUrl,
+    ConfigPath,
+    EnvName,
+    Headers,
+    HttpUrl,
+    PositiveFloat,
+    ReadSeconds,
+    RedisUrl,
+    Strict,
+)
 
 
 class StaticSource(Strict):
     type: Literal["static"]
-    value: Annotated[float, Field(allow_inf_nan=False)]
+    value: Annotated[float, Field(ge=-1e12, le=1e12, allow_inf_nan=False)]
 
 
 class FileSource(Strict):
@@ -20,12 +32,12 @@ class FileSource(Strict):
     path: ConfigPath
     key: str
     # a file not rewritten for this long is missing (its writer died); unset: any age
-    max_age_s: PositiveFloat | None = None
+    max_age_s: PositiveFloat | None = None  # an age is compared, never added to a time: any finite bound
 
 
 class PrometheusSource(Strict):
     type: Literal["prometheus"]
-    url: str
+    url: HttpUrl
     query: str | None = None
     preset: (
         Literal[
@@ -41,13 +53,13 @@ class PrometheusSource(Strict):
         | None
     ) = None
     selector: dict[str, str] = Field(default_factory=dict)  # label matchers for presets
-    token_env: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    max_age_s: PositiveFloat = 120.0
-    timeout_s: PositiveFloat = 5.0
+    token_env: EnvName | None = None
+    headers: Headers = Field(default_factory=dict)
+    max_age_s: PositiveFloat = 120.0  # compared with a sample's age only
+    timeout_s: ReadSeconds = 5.0
     # the queue_wait presets' rate() window (default 60 s): at least twice the scrape interval,
     # or rate() has one sample and the reading is always missing
-    rate_window_s: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = None
+    rate_window_s: Annotated[float, Field(ge=1, le=86400, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _query_or_preset(self) -> PrometheusSource:
@@ -65,12 +77,12 @@ class PrometheusSource(Strict):
 
 class RedisSource(Strict):
     type: Literal["redis"]
-    url: str = "redis://127.0.0.1:6379/0"
+    url: RedisUrl = "redis://127.0.0.1:6379/0"
     key: str
     mode: Literal["auto", "list", "stream", "group"] = "auto"
     group: str | None = None  # consumer group, for mode "group"
-    password_env: str | None = None
-    timeout_s: PositiveFloat = 2.0
+    password_env: EnvName | None = None
+    timeout_s: ReadSeconds = 2.0
 
     @model_validator(mode="after")
     def _group_with_mode(self) -> RedisSource:
@@ -81,12 +93,12 @@ class RedisSource(Strict):
 
 class RabbitMQSource(Strict):
     type: Literal["rabbitmq"]
-    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    url: AmqpUrl = "amqp://guest:guest@127.0.0.1:5672/%2F"
     queue: str
     include_unacked: bool = False
-    management_url: str | None = None  # read over the management HTTP API instead of AMQP
-    password_env: str | None = None
-    timeout_s: PositiveFloat = 3.0
+    management_url: HttpUrl | None = None  # read over the management HTTP API instead of AMQP
+    password_env: EnvName | None = None
+    timeout_s: ReadSeconds = 3.0
 
     @model_validator(mode="after")
     def _unacked_needs_management(self) -> RabbitMQSource:
@@ -98,20 +110,20 @@ class RabbitMQSource(Strict):
 
 class SqsSource(Strict):
     type: Literal["sqs"]
-    queue_url: str
-    region: str | None = None
-    endpoint_url: str | None = None
+    queue_url: HttpUrl
+    region: Annotated[str, Field(pattern=AWS_REGION, max_length=32)] | None = None
+    endpoint_url: HttpUrl | None = None
     include_in_flight: bool = True
-    timeout_s: PositiveFloat = 5.0
+    timeout_s: ReadSeconds = 5.0
 
 
 class HttpJsonSource(Strict):
     type: Literal["http_json"]
-    url: str
+    url: HttpUrl
     path: str  # dotted path to the number, e.g. "queues.imagegen.depth"
-    headers: dict[str, str] = Field(default_factory=dict)
-    token_env: str | None = None
-    timeout_s: PositiveFloat = 5.0
+    headers: Headers = Field(default_factory=dict)
+    token_env: EnvName | None = None
+    timeout_s: ReadSeconds = 5.0
 
 
 SourceConfig = Annotated[

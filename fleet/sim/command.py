@@ -59,7 +59,8 @@ def simulate(
     plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG of the replay here")] = None,
     scale: Annotated[float, typer.Option("--scale", help="replay each arrival K times (seeded jitter)")] = 1.0,
     trace_format: Annotated[str, typer.Option("--format", help="auto|csv|azure|mooncake|openb")] = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="seed for --scale jitter and boot jitter")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1,
+                                      help="seed for --scale jitter and boot jitter")] = 0,
     judge_from: Annotated[float, typer.Option(
         "--judge-from", help="judge only requests after this share of them (0 to 1, e.g. 0.5): the "
                              "policies learn their history on the part before")] = 0.0,
@@ -73,6 +74,8 @@ def simulate(
     """Replay a trace through the policy `fleet run` uses, next to baselines and a clairvoyant bound."""
     names = _policies(output, policy, judge_from, trace_format)
     scn = _scenario(config, trace, pool, trace_format, scale, seed, machine_work, judge_from)
+    if plot is not None:  # before the replay: a bad path must not cost a replay
+        plot = _plot_target(plot, scn)
     bar = _Progress(progress if progress is not None else len(scn.trace) >= LONG_TRACE)
     results, bound = run_all(scn, names, bar)
     data = report(scn, results, bound)
@@ -116,11 +119,21 @@ def _scenario(config: Path, trace: Path, pool: str | None, trace_format: str, sc
     return scn
 
 
+def _plot_target(path: Path, scn: Scenario) -> Path:
+    from fleet.sim.plot import PlotPathError, plot_target
+
+    try:
+        return plot_target(path, scn.trace.name)
+    except PlotPathError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _plot(scn: Scenario, results: list[RunResult], bound: LowerBound, path: Path) -> str:
+    from fleet.sim.plot import PlotPathError
     from fleet.sim.plot import plot as draw
 
     try:
         written = draw(scn, results, bound, path)
-    except OSError as exc:
+    except (OSError, PlotPathError) as exc:
         raise _fail(f"writing the plot {path}: {exc}") from None
     return f"plot written to {written}"

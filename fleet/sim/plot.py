@@ -3,6 +3,7 @@ with the worst wait per tick beneath."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,39 @@ from fleet.sim.run import Scenario
 
 _MAX_POINTS = 4000  # per line: a 23-day replay has 130,000 ticks
 _HOUR = 3600.0
+FORMATS = (".png", ".svg", ".pdf")  # what matplotlib writes by the file's suffix
+
+
+class PlotPathError(Exception):
+    """`--plot` names a place the picture cannot be written (checked before the replay)."""
+
+
+def plot_target(path: str | Path, trace_name: str) -> Path:
+    """Where `--plot PATH` writes: PATH, or PATH/<trace>.png for a directory, with `.png` added to
+    a name without a suffix (what matplotlib would write and not say).  The directory must exist,
+    or be one missing level whose parent exists and is not the filesystem root (`out/x.png` makes
+    `out`; `/nonexistent/x.png` is a typo, not a folder to make)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{Path(trace_name).stem or 'simulate'}.png"
+    elif path.suffix == "":
+        path = path.with_name(path.name + ".png")
+    if path.suffix.lower() not in FORMATS:
+        raise PlotPathError(f"--plot {path}: the picture's format comes from its suffix: one of {', '.join(FORMATS)}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.is_dir():
+        if not os.access(parent, os.W_OK):
+            raise PlotPathError(f"--plot {path}: cannot write in {parent}: permission denied")
+    elif parent.exists():
+        raise PlotPathError(f"--plot {path}: {parent} is not a directory")
+    else:
+        grand = parent.parent
+        root = grand.resolve() == Path(grand.resolve().anchor)
+        if not grand.is_dir() or root:
+            raise PlotPathError(f"--plot {path}: the directory {parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise PlotPathError(f"--plot {path}: exists and is not a file")
+    return path
 
 
 def _thin(n: int) -> slice:
@@ -65,7 +99,8 @@ def plot(scn: Scenario, results: Sequence[RunResult], bound: LowerBound, path: s
     bottom.set_xlabel("hours from trace start")
     bottom.legend(loc="upper right", fontsize=8, ncol=3, markerscale=6)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = plot_target(path, scn.trace.name)
+    path.parent.mkdir(exist_ok=True)  # one level at most (plot_target)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -17,6 +17,10 @@ from fleet.sim.trace import Trace
 from providers.simulated import PRICE_TABLE
 
 POLICIES = ("fleet", "static", "reactive", "hpa")
+# A replay ticks from the first arrival until the last request is served: its time is the ticks'
+# count, so that count may grow with the trace and never with one value in it.
+MIN_TICKS = 500_000  # about a minute a policy; 87 days at 15 s ticks
+TICKS_PER_REQUEST = 50
 STATIC_TARGET = 0.99  # the static baseline: smallest always-on fleet meeting the budget for 99%
 
 
@@ -92,10 +96,35 @@ def scenario(config: Config, pool: PoolConfig, trace: Trace, seed: int = 0) -> S
     if budget is None:
         raise ScenarioError(f"pool {pool.name}: set latency_budget_s (the SLO every policy is judged by)")
     price = pool_price(config, pool)
+    check_ticks(trace, config.fleet.tick_seconds, machines_allowed(config, pool, price, quota) * pool.slots_per_machine)
     initial = min(warm_start(trace, pool), machines_allowed(config, pool, price, quota))
     # the fleet policy sees what `fleet run` would: each machine's work only when the pool reads it
     return Scenario(config, pool, trace, price, quota, config.fleet.tick_seconds, budget, seed, initial,
                     machine_work=pool.machine_work is not None)
+
+
+def check_ticks(trace: Trace, tick_s: float, slots: int) -> None:
+    """Refuse a replay whose ticks would grow with a value in the trace (a request ending years
+    on, work the pool's slots take years to serve) past what its size warrants."""
+    ends = trace.arrival_s + trace.service_s
+    last = int(np.argmax(ends))
+    horizon = float(ends[last])
+    work = float(trace.service_s.sum()) / max(1, slots)  # served back to back on every slot allowed
+    ticks = max(horizon, work) / tick_s
+    limit = max(MIN_TICKS, TICKS_PER_REQUEST * len(trace))
+    if ticks <= limit:
+        return
+    if horizon >= work:
+        where = f"line {trace.lines[last]}" if trace.lines is not None else f"request {last}"
+        why = f"to {horizon / 86400:.1f} days, where the request on {where} ends"
+        lead = f"{trace.name}: {where}: "
+    else:
+        why = (f"{work / 86400:.1f} days to serve its {float(trace.service_s.sum()):g} GPU seconds on the "
+               f"{slots} slot(s) max, quota and caps allow")
+        lead = f"{trace.name}: "
+    raise ScenarioError(f"{lead}the replay would run {ticks:,.0f} ticks of {tick_s:g} s ({why}) for "
+                        f"{len(trace):,} requests; at most {limit:,} ({TICKS_PER_REQUEST} a request, or "
+                        f"{MIN_TICKS:,}): raise fleet.tick_seconds, or replay a part of the trace")
 
 
 def machines_allowed(config: Config, pool: PoolConfig, price: float, quota: int | None) -> int:
