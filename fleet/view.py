@@ -12,7 +12,6 @@ from fleet.instances import of_pool, price_of, state_of, unlisted_machine
 from fleet.model import ActionKind, Fleet, Machine, MachineState, PoolView
 from fleet.observe import Observation
 from fleet.reconcile import ListingGrace
-from fleet.reconcile.intents import carrying
 from fleet.store.repo import ActionRow, MachineRow
 from fleet.work import WorkTracker
 from providers.base import Provider, ProviderInstance
@@ -48,12 +47,15 @@ def _unlisted_machine(pool: PoolConfig, provider: Provider, row: MachineRow) -> 
 
 
 def _in_flight(pool: PoolConfig, creates: list[ActionRow], listing: list[ProviderInstance],
-               price: float | None) -> tuple[Machine, ...]:
-    """The machines of creates whose answer was lost and that no listing shows yet: booting
-    capacity (or the next decision would buy them again), billed at the launch price."""
+               rows: list[MachineRow], price: float | None) -> tuple[Machine, ...]:
+    """The machines of creates whose answer was lost (or that a crash or another replica left
+    pending) and that neither a listing nor a row shows yet: booting capacity (or the next
+    decision would buy them again), billed at the launch price."""
     out = []
     for action in creates:
-        for i in range(action.count - carrying(listing, action.token)):
+        known = ({i.id for i in listing if i.token == action.token}
+                 | {r.provider_id for r in rows if r.token == action.token})
+        for i in range(action.count - len(known)):
             out.append(Machine(id=f"{action.token}#{i}", pool=pool.name, state=MachineState.BOOTING,
                                size=action.size or "", region=action.region or "", price_hourly_usd=price or 0.0,
                                created_at=action.created_at, in_flight=True))
@@ -92,7 +94,7 @@ class FleetViewer:
                    now: float) -> PoolView:
         listing = obs.listings.get(pool.provider)
         machines = self._machines(pool, listing, rows, now)
-        machines += _in_flight(pool, creates, listing or [], obs.launch_price.get(pool.name))
+        machines += _in_flight(pool, creates, listing or [], rows, obs.launch_price.get(pool.name))
         work_note = None
         if pool.machine_work is not None:
             machines, work_note = self.work.with_work(pool, machines, listing or [],

@@ -250,9 +250,15 @@ class Store:
         """Creates whose machines may exist unseen: pending ones (a crash, or another replica's
         call in progress), and recent ones whose answer was lost or that failed in a way that
         may have launched (transient, unclassified), for a listing's grace."""
-        grace = now - LISTING_GRACE_S
-        unknown = [a for a in self.unconfirmed_creates(grace)
-                   if a.status is ActionStatus.LOST or a.error_kind in (ErrorKind.TRANSIENT, ErrorKind.PROVIDER)]
+        with self.engine.connect() as conn:
+            recent = [ActionRow.of(r) for r in conn.execute(select(t.actions).where(and_(
+                t.actions.c.kind == ActionKind.CREATE.value,
+                t.actions.c.status.in_([s.value for s in (ActionStatus.FAILED, ActionStatus.LOST,
+                                                          ActionStatus.ADOPTED)]),
+                t.actions.c.created_at >= to_dt(now - LISTING_GRACE_S))))]
+        # adopted: some of its machines were found, the rest may still be on their way
+        unknown = [a for a in recent if a.status is not ActionStatus.FAILED
+                   or a.error_kind in (ErrorKind.TRANSIENT, ErrorKind.PROVIDER)]
         return [a for a in self.pending_actions() if a.kind is ActionKind.CREATE] + unknown
 
     def mark_adopted(self, action_id: int, now: float, found: int) -> None:
