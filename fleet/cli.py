@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from fleet import logs
 from fleet.cloud import WiringError, price_problems
 from fleet.config import Config, ConfigError, ConfigWarning, load_config
 from fleet.controller import Controller
@@ -50,9 +51,11 @@ class Output(StrEnum):
 
 
 def _setup_logging() -> None:
-    level = os.environ.get("FLEET_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        logs.setup()
+    except logs.LogLevelError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
 
 
 F = TypeVar("F", bound=Callable[..., Any])
