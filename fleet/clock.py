@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fleet.store.repo import BillingAnchor
+from fleet.store.ledger import BillingAnchor
 
 
 class BillingClock:

@@ -1,13 +1,10 @@
 """The tick: observe → reconcile → decide → act → record, under the lease.
 
-The provider's tagged listing is the truth; the database is the memory.  Intent is
-committed before every provider call and the outcome after, so a crash at any point is
-repaired by the next tick's reconcile.  A dry run (`fleet plan`, or a standby replica)
-observes and decides only: no provider mutation, no database write.
-
-The controller keeps the order of the steps and the lease, nothing else: each step is a
-room of its own (fleet/observe.py, fleet/reconcile/, fleet/view.py, fleet/work.py,
-fleet/executor.py, fleet/recorder.py, fleet/telemetry.py), built by fleet/wiring.py.
+A dry run (`fleet plan`, or a standby replica) observes and decides only: no provider
+mutation, no database write.  The controller keeps the order of the steps and the lease,
+nothing else: each step is a room of its own (fleet/observe.py, fleet/reconcile/,
+fleet/view.py, fleet/work.py, fleet/executor.py, fleet/recorder.py, fleet/telemetry.py),
+built by fleet/wiring.py.
 """
 
 from __future__ import annotations
@@ -17,14 +14,13 @@ import time
 from collections.abc import Callable, Mapping
 
 from fleet.clock import BillingClock
-from fleet.config import Config, PoolConfig
+from fleet.config import Config
 from fleet.executor import Executor, Notes
 from fleet.lease_keeper import LeaseKeeper
 from fleet.metrics import Metrics
 from fleet.model import VANISHED_COUNTS_S, Plan, TickResult
 from fleet.observe import Observation, SignalReader, observe
-from fleet.policy import decide
-from fleet.policy.latency import history_window_s, reads_previous_tick
+from fleet.policy import decide, lookback_s, reads_previous_tick
 from fleet.reconcile import Reconciler
 from fleet.recorder import Recorder
 from fleet.store.lease import Fence, LeaseLost
@@ -37,14 +33,6 @@ from providers.base import Provider
 log = logging.getLogger("fleet")
 
 LEASE = "controller"
-
-
-def lookback_s(pool: PoolConfig) -> float:
-    """How much decision history the policy reads: the stabilization window, or the latency
-    policy's own window (its demand history, so a restart keeps what it learned)."""
-    if pool.latency_budget_s is not None:
-        return history_window_s(pool)
-    return max(pool.scale_down_stabilization_s, 60.0)
 
 
 class Controller:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from fleet.cloud import size_price
 from fleet.config import Config, PoolConfig
 from fleet.instances import of_pool, price_of, state_of, unlisted_machine
-from fleet.model import ActionKind, Fleet, Machine, MachineState, PoolView
+from fleet.model import Fleet, Machine, MachineState, PoolView
 from fleet.observe import Observation
 from fleet.reconcile import ListingGrace
 from fleet.store.repo import ActionRow, MachineRow
@@ -62,6 +63,15 @@ def _in_flight(pool: PoolConfig, creates: list[ActionRow], listing: list[Provide
     return tuple(out)
 
 
+_Row = TypeVar("_Row", MachineRow, ActionRow)
+
+
+def _of(pool: PoolConfig, rows: Sequence[_Row]) -> list[_Row]:
+    """The rows of this pool on its provider (a pool moved to another provider leaves its old
+    machines to nobody: they are unmanaged)."""
+    return [r for r in rows if r.provider == pool.provider and r.pool == pool.name]
+
+
 class FleetViewer:
     def __init__(self, config: Config, providers: Mapping[str, Provider], grace: ListingGrace,
                  work: WorkTracker):
@@ -76,14 +86,8 @@ class FleetViewer:
         the creates whose machines may exist unseen; `vanished`: machines closed lately because
         a listing stopped showing them."""
         self.work.begin_view()
-        views = {pool.name: replace(
-            self._pool_view(pool, obs, [r for r in rows if r.provider == pool.provider and r.pool == pool.name],
-                            [a for a in pending if a.provider == pool.provider
-                             and a.pool == pool.name and a.kind is ActionKind.CREATE], now),
-            vanished_usd_per_hour=sum(self._price(pool, r) for r in vanished
-                                      if r.provider == pool.provider and r.pool == pool.name
-                                      and r.provider_id not in obs.listed_ids(pool.provider)))
-            for pool in self.config.pools}
+        views = {pool.name: self._pool_view(pool, obs, _of(pool, rows), _of(pool, pending), _of(pool, vanished), now)
+                 for pool in self.config.pools}
         self.work.end_view()
         # a pool removed, renamed, or moved to another provider leaves machines no view holds
         configured = {(p.provider, p.name) for p in self.config.pools}
@@ -91,7 +95,7 @@ class FleetViewer:
         return Fleet(pools=views, unmanaged=unmanaged)
 
     def _pool_view(self, pool: PoolConfig, obs: Observation, rows: list[MachineRow], creates: list[ActionRow],
-                   now: float) -> PoolView:
+                   vanished: list[MachineRow], now: float) -> PoolView:
         listing = obs.listings.get(pool.provider)
         machines = self._machines(pool, listing, rows, now)
         machines += _in_flight(pool, creates, listing or [], rows, obs.launch_price.get(pool.name))
@@ -106,6 +110,8 @@ class FleetViewer:
             provider_blocked=obs.blocked.get(pool.provider),
             headroom=headroom, headroom_note=note, launch_price_hourly_usd=obs.launch_price.get(pool.name),
             unpriced=obs.unpriced.get(pool.name, ()),
+            vanished_usd_per_hour=sum(self._price(pool, r) for r in vanished
+                                      if r.provider_id not in obs.listed_ids(pool.provider)),
         )
 
     def _machines(self, pool: PoolConfig, listing: list[ProviderInstance] | None, rows: list[MachineRow],
