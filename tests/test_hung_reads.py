@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import file_source, pool, queue, write_config
+from tests.builders import pool, queue, write_config
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,11 +81,16 @@ def test_plan_exits_while_a_source_drips(tmp_path, dripping):
 def test_a_fifo_as_a_signal_file_is_refused_not_waited_on(tmp_path):
     fifo = tmp_path / "signals.fifo"
     os.mkfifo(fifo)
-    cfg = _config(tmp_path, file_source(fifo, "q"))
-    result = subprocess.run([sys.executable, "-m", "fleet.cli", "plan", "--config", str(cfg), "-o", "json"],
+    cfg = _config(tmp_path, {"type": "file", "path": str(fifo), "key": "q"})
+    result = subprocess.run([sys.executable, "-m", "fleet.cli", "plan", "--config", str(cfg)],
                             env=_env(), capture_output=True, text=True, timeout=20)
-    assert result.returncode == 0, result.stderr
-    assert "not a regular file" in result.stdout
+    assert result.returncode == 1  # refused before the first tick, naming the key
+    assert "pools[0].signals[0].source.path" in result.stderr and "[file_kind]" in result.stderr
+    # and one made a FIFO after the start is a missing reading, not a read that never returns
+    code = ("import sys; from fleet.config import FileSource; from fleet.signals.file import read; "
+            f"r = read(FileSource(type='file', path={str(fifo)!r}, key='q')); "
+            "sys.exit(0 if r.value is None and 'not a regular file' in r.error else 1)")
+    assert subprocess.run([sys.executable, "-c", code], env=_env(), timeout=20).returncode == 0
 
 
 def test_run_stops_within_seconds_of_sigterm_while_a_source_drips(tmp_path, dripping):
