@@ -159,6 +159,18 @@ class PoolView:
     def burn_usd_per_hour(self) -> float:
         return sum(m.price_hourly_usd for m in self.machines if m.state in BILLED_STATES) + self.vanished_usd_per_hour
 
+    @property
+    def leaving_usd_per_hour(self) -> float:
+        """The burn on its way out: machines being destroyed, and those a listing lost lately."""
+        return sum(m.price_hourly_usd for m in self.machines
+                   if m.state is MachineState.TERMINATING) + self.vanished_usd_per_hour
+
+    @property
+    def live_price_usd_per_hour(self) -> float | None:
+        """The mean price of the machines that serve or will serve (what shedding one saves)."""
+        prices = [m.price_hourly_usd for m in self.machines if m.state in CAPACITY_STATES and not m.in_flight]
+        return sum(prices) / len(prices) if prices else None
+
 
 @dataclass(frozen=True)
 class Fleet:

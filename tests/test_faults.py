@@ -263,7 +263,8 @@ class Repriced(CrashingCloud):
 
 
 def test_burn_is_counted_at_the_current_price_after_a_rise(database_url, tmp_path):
-    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0, max_hourly_usd=15.0, budget=100.0)
+    rig = make_rig(database_url, tmp_path, scale_up_cooldown_s=0, max_hourly_usd=15.0,
+                   budget={"max_hourly_usd": 100.0, "over_cap": "warn"})  # tests/test_budget_shed.py sheds
     cloud = Repriced(rig.cloud)
     ctl = rig.controller(providers={"simulated": cloud})
     rig.set(queue=16)

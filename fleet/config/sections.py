@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -69,6 +70,9 @@ def _is_loopback(host: str) -> bool:
 
 class BudgetSection(Strict):
     max_hourly_usd: CapUsd | None = None
+    # a cap below the current burn (lowered, or a price rose): "shed" removes machines in the
+    # pool's removal order until the burn fits; "warn" keeps them and only buys nothing more
+    over_cap: Literal["shed", "warn"] = "shed"
 
 
 class SimulatedProviderConfig(Strict):

@@ -37,12 +37,19 @@ class Budget:
 
     cap: float | None
     burn: float
+    shed: bool = True  # [budget] over_cap = "shed": a burn past a cap sheds machines (else: only warn)
+    # shed by the pools before this one, this tick: still billed until they are gone (no room to
+    # buy with), but the pools after this one need not shed for it again
+    shedding: float = 0.0
 
     def room(self) -> float:
         return math.inf if self.cap is None else self.cap - self.burn
 
     def spend(self, usd_per_hour: float) -> Budget:
         return replace(self, burn=self.burn + usd_per_hour)
+
+    def shed_for(self, usd_per_hour: float) -> Budget:
+        return replace(self, shedding=self.shedding + usd_per_hour)
 
 
 # ---------------------------------------------------------------- the policy's own (threshold pools)
@@ -125,17 +132,40 @@ def quota(view: PoolView, current: int, desired: int) -> Clamped:
 
 
 def fleet_budget(pool: PoolConfig, view: PoolView, budget: Budget, current: int, desired: int) -> Clamped:
-    """The global hourly cap, with what the pools before this one plan to buy counted."""
+    """The global hourly cap, with what the pools before this one plan to buy (or shed) counted."""
     if budget.cap is None:
         return desired, None
-    return _afford(pool, view, f"[budget] max_hourly_usd={budget.cap:g}", budget.room(), current, desired)
+    label = f"[budget] max_hourly_usd={budget.cap:g}"
+    return (_over(view, label, budget.room(), current, desired, budget.shed, budget.shedding)
+            or _afford(pool, view, label, budget.room(), current, desired))
 
 
-def pool_budget(pool: PoolConfig, view: PoolView, current: int, desired: int) -> Clamped:
+def pool_budget(pool: PoolConfig, view: PoolView, budget: Budget, current: int, desired: int) -> Clamped:
     if pool.max_hourly_usd is None:
         return desired, None
-    return _afford(pool, view, f"pool max_hourly_usd={pool.max_hourly_usd:g}",
-                   pool.max_hourly_usd - view.burn_usd_per_hour, current, desired)
+    label = f"pool max_hourly_usd={pool.max_hourly_usd:g}"
+    room = pool.max_hourly_usd - view.burn_usd_per_hour
+    return _over(view, label, room, current, desired, budget.shed) or _afford(pool, view, label, room, current,
+                                                                               desired)
+
+
+def _over(view: PoolView, label: str, room: float, current: int, desired: int, shed: bool,
+          shed_already: float = 0.0) -> Clamped | None:
+    """A burn already past the cap (it was lowered, or a price rose): shed the machines that
+    bring it back under, in the pool's own removal order, or (over_cap = "warn") say so and hold.
+    Burn already on its way out (destroys in progress, machines a listing lost) is not shed for."""
+    over = -room - view.leaving_usd_per_hour - shed_already
+    price = view.live_price_usd_per_hour
+    if over <= 1e-9 or price is None or current == 0:
+        return None
+    if not shed:
+        return min(desired, current), Reason("budget_over", f"burn is ${-room:.2f}/h over budget {label}; "
+                                                            "not shedding (over_cap = \"warn\")")
+    target = max(0, current - math.ceil(over / price - 1e-9))
+    if desired <= target:
+        return desired, None
+    return target, Reason("budget_shed", f"burn is ${-room:.2f}/h over budget {label}: shedding "
+                                         f"{current - target} machine(s) in the pool's removal order")
 
 
 def _afford(pool: PoolConfig, view: PoolView, label: str, room: float, current: int, desired: int) -> Clamped:

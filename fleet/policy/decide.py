@@ -55,7 +55,7 @@ def decide(
 ) -> Plan:
     """The plan for every pool; `settings` tunes the latency policy (the shipped constants by default)."""
     burn_now = fleet.burn_usd_per_hour
-    budget = Budget(config.budget.max_hourly_usd, burn_now)
+    budget = Budget(config.budget.max_hourly_usd, burn_now, shed=config.budget.over_cap == "shed")
     plans = []
     for pool in config.pools:
         view = fleet.pools.get(pool.name) or PoolView(name=pool.name)
@@ -115,7 +115,10 @@ def decide_pool(
     reasons = (*((stuck,) if stuck is not None else ()), *rec.reasons, *capped, *acts.reasons)
     plan = _plan(pool, machines, readings, rec.recommendation, acts.desired, actions=acts.actions,
                  reasons=reasons, demand_sample=rec.demand_sample)
-    return plan, budget.spend(acts.spent_usd_per_hour)
+    budget = budget.spend(acts.spent_usd_per_hour)
+    if any(r.code == "budget_shed" for r in capped):
+        budget = budget.shed_for(max(0, machines.current - desired) * (view.live_price_usd_per_hour or 0.0))
+    return plan, budget
 
 
 def _plan(pool: PoolConfig, machines: Machines, readings: tuple[SignalReading, ...], recommendation: int,
@@ -130,7 +133,7 @@ def _plan(pool: PoolConfig, machines: Machines, readings: tuple[SignalReading, .
 def _hard_limits(pool: PoolConfig, view: PoolView, budget: Budget, current: int) -> tuple[Clamp, ...]:
     return (partial(clamps.min_max, pool), partial(clamps.quota, view, current),
             partial(clamps.fleet_budget, pool, view, budget, current),
-            partial(clamps.pool_budget, pool, view, current))
+            partial(clamps.pool_budget, pool, view, budget, current))
 
 
 def _latency(pool: PoolConfig, view: PoolView, readings: tuple[SignalReading, ...], history: PoolHistory,
