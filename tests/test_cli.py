@@ -20,6 +20,7 @@ from alembic.migration import MigrationContext
 from fleet.store.db import SchemaOutOfDate, ensure_schema, make_engine, upgrade
 from fleet.store.repo import Store
 from fleet.store.tables import metadata
+from tests import builders
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,10 +100,10 @@ def test_check_ok_and_invalid_toml(demo):
 
 
 def test_missing_digitalocean_token_is_named(demo):
-    (demo / "do.toml").write_text(
-        '[fleet]\nname = "d"\n[providers.digitalocean]\ntoken_env = "FLEET_TEST_NO_SUCH_TOKEN"\n'
-        '[[pools]]\nname = "p"\nprovider = "digitalocean"\nsize = "gpu-h100x1-80gb"\nregion = "tor1"\n'
-        'image = "gpu-h100x1-base"\nmax = 2\n')
+    builders.write_config(demo / "do.toml",
+                          builders.pool(provider="digitalocean", region="tor1", image="gpu-h100x1-base", max=2,
+                                        signals=builders.UNSET),
+                          fleet={"name": "d"}, providers={"digitalocean": {"token_env": "FLEET_TEST_NO_SUCH_TOKEN"}})
     env = {k: v for k, v in os.environ.items() if k != "FLEET_TEST_NO_SUCH_TOKEN"}
     for cmd in ("check", "plan"):
         result = subprocess.run([sys.executable, "-m", "fleet.cli", cmd, "--config", "do.toml"], cwd=demo,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from fleet.config import ConfigError, WarningCode, parse_config
+from tests import builders
 
 
 def _data(**pool):
-    return {"fleet": {"name": "t"}, "providers": {"simulated": {}},
-            "pools": [{"name": "p", "provider": "simulated", "size": "gpu-h100x1-80gb", "max": 3, **pool}]}
+    return builders.config_data(builders.pool(**{"max": 3, "signals": builders.UNSET, **pool}))
 
 
 @pytest.mark.parametrize(("pool", "expected"), [
