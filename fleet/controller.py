@@ -139,10 +139,6 @@ class Controller:
             log.info(kv(event="standby", holder=self.holder, reason="another replica holds the lease"))
         return False
 
-    def accrue(self, now: float, obs: Observation | None = None) -> None:
-        """Charge the live machines up to `now` (see fleet/recorder.py)."""
-        self.recorder.accrue(now, obs)
-
     def close(self) -> None:
         """Stop the parts the controller was handed that hold threads (the signal reader)."""
         self._signals.close()

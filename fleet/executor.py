@@ -17,6 +17,7 @@ from fleet.cloud import launch_target
 from fleet.config import Config, PoolConfig
 from fleet.instances import created_at, pool_config, price_of, state_of
 from fleet.model import (
+    DESTROY_RETRY_AFTER_S,
     DESTROYABLE_STATES,
     ActionKind,
     ActionStatus,
@@ -31,7 +32,6 @@ from fleet.model import (
 )
 from fleet.observe import Observation, SignalReader
 from fleet.reconcile import TOKEN_REUSE_S
-from fleet.recorder import DESTROY_RETRY_AFTER_S
 from fleet.store.repo import MachineRow, Store
 from fleet.telemetry import Telemetry, kv
 from fleet.work import WorkTracker

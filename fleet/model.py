@@ -53,6 +53,9 @@ LISTING_GRACE_S = 60.0
 # ... and one it then closed as vanished still counts toward the caps this long after: a listing
 # that misses a machine for longer must not let its replacement pass the cap while it runs.
 VANISHED_COUNTS_S = 600.0
+# A machine still listed this long after its destroy request is asked again (the executor) and
+# charged on (the recorder): a destroy the provider has not acted on by then failed or hangs.
+DESTROY_RETRY_AFTER_S = 30.0
 
 # what a planned destroy may still end (the re-check before the call)
 DESTROYABLE_STATES = frozenset(LIVE_STATES | {_S.FAILED})

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from fleet.clock import BillingClock
 from fleet.config import Config
-from fleet.model import MachineState, Plan, Reason
+from fleet.model import DESTROY_RETRY_AFTER_S, MachineState, Plan, Reason
 from fleet.observe import Observation
 from fleet.render import action_json, reason_json, signal_json
 from fleet.store.repo import Store, month_start, to_dt
@@ -21,9 +21,6 @@ log = logging.getLogger("fleet")
 PRUNE_EVERY_S = 3600.0
 # Spend is written to the ledger at most this often per machine (month-to-date lags by less).
 ACCRUE_EVERY_S = 60.0
-# A machine still listed this long after its destroy request is asked again (the executor), and
-# charged on (here): a destroy the provider has not acted on by then failed or hangs.
-DESTROY_RETRY_AFTER_S = 30.0
 
 
 # What a column holds: the recommendation is a 32-bit integer on PostgreSQL; a reading or a

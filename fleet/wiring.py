@@ -13,7 +13,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine
@@ -33,16 +32,6 @@ from fleet.telemetry import kv
 from providers.base import Provider
 
 log = logging.getLogger("fleet")
-
-
-@dataclass
-class Parts:
-    """What the tick's rooms are built on."""
-
-    store: Store
-    providers: dict[str, Provider]
-    signals: SignalReader
-    metrics: Metrics
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -100,14 +89,10 @@ def build_controller(config: Config, *, migrate: bool = True, providers: Mapping
                      monotonic: Callable[[], float] | None = None,
                      renew_every_s: float | None = None) -> Controller:
     """A controller for `config`; each part may be given (tests, the simulator), else built."""
-    parts = Parts(
-        store=store if store is not None else open_store(config, migrate=migrate),
-        providers=dict(providers) if providers is not None else build_providers(config, clock),
-        signals=signals if signals is not None else SignalCollector(),
-        metrics=metrics or Metrics(),
-    )
-    log.debug(kv(event="wired", providers=",".join(parts.providers) or "none", migrate=migrate))
+    built = dict(providers) if providers is not None else build_providers(config, clock)
+    log.debug(kv(event="wired", providers=",".join(built) or "none", migrate=migrate))
     own_monotonic, boot = monotonic_for(clock)
-    return Controller(config, parts.store, parts.providers, parts.signals, parts.metrics, clock=clock,
+    return Controller(config, store if store is not None else open_store(config, migrate=migrate), built,
+                      signals if signals is not None else SignalCollector(), metrics or Metrics(), clock=clock,
                       holder=holder or default_holder(), monotonic=monotonic or own_monotonic,
                       renew_every_s=renew_every_s, boot=boot)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from providers.aws_catalog import PRICE_TABLE as EC2_PRICES
 from providers.base import (
     DRAINING_TAG,
     FLEET_TAG,
@@ -52,12 +53,7 @@ PRICE_TABLE: Mapping[str, float] = {
     "gpu-h100x8-640gb": 23.92,
     "gpu-mi300x1-192gb": 1.99,
     "gpu-mi300x8-1536gb": 15.92,
-    "g5.xlarge": 1.006,
-    "g5.12xlarge": 5.672,
-    "g6.xlarge": 0.8048,
-    "g6e.xlarge": 1.861,
-    "p4d.24xlarge": 21.96,
-    "p5.48xlarge": 55.04,
+    **EC2_PRICES,
 }
 DEFAULT_REGION = "sim1"
 DEFAULT_BOOT_SECONDS = 180.0
